@@ -1,0 +1,3 @@
+//! The `bitbucket-diy` command (TODO: CLI issue).
+
+fn main() {}

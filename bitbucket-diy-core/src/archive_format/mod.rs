@@ -1,0 +1,145 @@
+//! The on-disk format of a backup: the layout of the archived tree and its manifest, versioned.
+//!
+//! Every archive holds, besides the working folder's `bitbucket-db/`, `bitbucket-home/` and
+//! `bitbucket-data-stores/`:
+//!
+//! - [`METADATA_PATH`] as its **first** entry: [`BackupMetadata`], so `list` reads a few KB of an
+//!   archive, not the whole of it;
+//! - [`MANIFEST_PATH`] as its **last** entry: the [`Manifest`] with every entry's size and SHA-256,
+//!   written after the content has streamed through the hasher; an archive cut short has none,
+//!   so it can never pass verification.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::backup_id::BackupId;
+use crate::strategy::StepReport;
+
+/// Path of the metadata entry inside an archive.
+pub const METADATA_PATH: &str = ".bitbucket-diy/backup.json";
+/// Path of the manifest entry inside an archive.
+pub const MANIFEST_PATH: &str = ".bitbucket-diy/manifest.json";
+/// The manifest format this version writes and the newest it reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// What was backed up, how and when. Stored first in every archive.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackupMetadata {
+    /// [`FORMAT_VERSION`] at the time of writing.
+    pub format_version: u32,
+    /// The backup's id.
+    pub id: BackupId,
+    /// When the consistent point was reached (drained, or the snapshot taken).
+    pub created_at: jiff::Timestamp,
+    /// bitbucket-diy's version.
+    pub tool_version: String,
+    /// Bitbucket's version, when it could be read.
+    #[serde(default)]
+    pub bitbucket_version: Option<String>,
+    /// The instance URL (never credentials).
+    #[serde(default)]
+    pub instance_url: Option<String>,
+    /// Made without a lock, from atomic snapshots.
+    #[serde(default)]
+    pub zero_downtime: bool,
+    /// From lock to unlock.
+    #[serde(default, with = "option_secs")]
+    pub lock_window: Option<Duration>,
+    /// The database strategy and what it recorded.
+    pub database: StrategyRecord,
+    /// The filesystem strategy and what it recorded.
+    pub filesystem: StrategyRecord,
+    /// Absolute paths of the data stores, as configured when the backup was made.
+    #[serde(default)]
+    pub data_stores: Vec<PathBuf>,
+}
+
+/// Which strategy made part of a backup, and its notes (versions, formats, flags).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StrategyRecord {
+    /// The strategy's name (`postgresql`, `native`, …).
+    pub name: String,
+    /// What its backup step reported.
+    #[serde(default)]
+    pub notes: BTreeMap<String, String>,
+}
+
+impl StrategyRecord {
+    /// A record of `name` from its step report.
+    pub fn from_report(name: &str, report: &StepReport) -> Self {
+        Self { name: name.to_owned(), notes: report.notes.clone() }
+    }
+}
+
+/// The kind of an archive entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryKind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link (stored, never followed).
+    Symlink,
+}
+
+/// One entry of the manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestEntry {
+    /// Relative path inside the archive, `/`-separated.
+    pub path: String,
+    /// Its kind.
+    pub kind: EntryKind,
+    /// Size in bytes (files only).
+    #[serde(default)]
+    pub size: u64,
+    /// Lower-case hex SHA-256 of the content (files only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Symlink target, as stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+}
+
+/// The last entry of every archive: the metadata again and every entry with its checksum.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Same as the first entry's.
+    pub metadata: BackupMetadata,
+    /// Every entry but the two of bitbucket-diy itself, in archive order.
+    pub entries: Vec<ManifestEntry>,
+}
+
+impl Manifest {
+    /// Total bytes of regular files.
+    pub fn total_bytes(&self) -> u64 {
+        self.entries.iter().map(|e| e.size).sum()
+    }
+
+    /// Number of regular files.
+    pub fn file_count(&self) -> usize {
+        self.entries.iter().filter(|e| e.kind == EntryKind::File).count()
+    }
+}
+
+mod option_secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&d.as_secs_f64()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Option::<f64>::deserialize(d)?
+            .map(|s| Duration::try_from_secs_f64(s).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}

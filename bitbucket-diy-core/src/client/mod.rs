@@ -1,0 +1,168 @@
+//! A typed async client for Bitbucket's maintenance and backup REST API
+//! (see `docs/how-it-works.md` and the vendor's API notes).
+//!
+//! Retries: the idempotent reads (`application-properties`, `status`, `GET /mvc/maintenance`) and
+//! the progress report (re-posting a percentage changes nothing) are retried with exponential
+//! backoff on transport errors, timeouts and 5xx. `lock` and `start_backup` are **not** retried: if
+//! the first request reached Bitbucket and only its answer was lost, a retry would be refused
+//! (already locked) and the token we need would be gone. `unlock` and `cancel_backup` are retried
+//! by the orchestrator, which knows how long it may keep trying and reports a left-locked instance.
+
+mod builder;
+mod error;
+mod lock;
+mod tokens;
+mod wire;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+pub use builder::MaintenanceClientBuilder;
+pub use error::ClientError;
+pub use lock::{Drained, MaintenanceLock};
+pub use tokens::{CancelToken, UnlockToken};
+pub use wire::{
+    ApplicationProperties, BackupTask, DrainState, InstanceState, InstanceStatus, LockOwner, MaintenanceState,
+    MaintenanceTask, TaskProgress, TaskState,
+};
+
+use crate::error::ManualCommand;
+
+/// How to wait for the drain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrainOptions {
+    /// Interval between polls (never a busy loop).
+    pub poll_interval: Duration,
+    /// Give up after this long.
+    pub timeout: Duration,
+}
+
+impl Default for DrainOptions {
+    fn default() -> Self {
+        Self { poll_interval: Duration::from_millis(500), timeout: Duration::from_secs(30 * 60) }
+    }
+}
+
+/// Talks to one Bitbucket instance. Cheap to clone (shares one connection pool).
+///
+/// ```no_run
+/// # async fn run() -> Result<(), bitbucket_diy_core::ClientError> {
+/// use bitbucket_diy_core::client::{DrainOptions, MaintenanceClient};
+/// use tokio_util::sync::CancellationToken;
+///
+/// let client = MaintenanceClient::builder("https://bitbucket.example.com/bitbucket")
+///     .credentials("backup-admin", "secret")
+///     .build()?;
+/// let lock = client.lock().await?;
+/// let task = client.start_backup(lock.token()).await?;
+/// let drained = client
+///     .wait_drained(lock.token(), &DrainOptions::default(), &CancellationToken::new(), |_| {})
+///     .await?;
+/// // … copy the database and the home while drained …
+/// client.report_progress(lock.token(), 100).await?;
+/// let _ = (task, drained);
+/// lock.release().await.map_err(|(_, e)| e)?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct MaintenanceClient {
+    inner: Arc<builder::Inner>,
+}
+
+impl std::fmt::Debug for MaintenanceClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MaintenanceClient")
+            .field("base_url", &self.inner.base_url.as_str())
+            .field("user", &self.inner.user)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MaintenanceClient {
+    /// Start building a client for the instance at `base_url` (context path included).
+    pub fn builder(base_url: impl Into<String>) -> MaintenanceClientBuilder {
+        MaintenanceClientBuilder::new(base_url)
+    }
+
+    /// The base URL, context path included.
+    pub fn base_url(&self) -> &Url {
+        &self.inner.base_url
+    }
+
+    /// The user the client authenticates as.
+    pub fn user(&self) -> &str {
+        &self.inner.user
+    }
+
+    /// `GET /rest/api/1.0/application-properties` (no auth needed). Retried.
+    pub async fn application_properties(&self) -> Result<ApplicationProperties, ClientError> {
+        self.inner.application_properties().await
+    }
+
+    /// `GET /status` (no auth needed). Retried.
+    pub async fn status(&self) -> Result<InstanceStatus, ClientError> {
+        self.inner.status().await
+    }
+
+    /// `POST /mvc/maintenance/lock`. Not retried.
+    pub async fn lock(&self) -> Result<MaintenanceLock, ClientError> {
+        let (token, owner) = self.inner.lock().await?;
+        Ok(MaintenanceLock::new(self.clone(), token, owner))
+    }
+
+    /// `POST /mvc/admin/backups?external=true` with the maintenance token. Not retried.
+    pub async fn start_backup(&self, token: &UnlockToken) -> Result<BackupTask, ClientError> {
+        self.inner.start_backup(token).await
+    }
+
+    /// `GET /mvc/maintenance` with the maintenance token. Retried.
+    pub async fn maintenance_state(&self, token: &UnlockToken) -> Result<MaintenanceState, ClientError> {
+        self.inner.maintenance_state(token).await
+    }
+
+    /// Poll `GET /mvc/maintenance` every `options.poll_interval` until both `db-state` and
+    /// `scm-state` are `DRAINED`. Fails with [`ClientError::DrainFailed`] as soon as the task is
+    /// anything but `RUNNING`, [`ClientError::DrainTimeout`] after `options.timeout`, and
+    /// [`ClientError::Cancelled`] when `cancel` fires. `on_poll` sees every state read.
+    pub async fn wait_drained(
+        &self,
+        token: &UnlockToken,
+        options: &DrainOptions,
+        cancel: &CancellationToken,
+        on_poll: impl Fn(&MaintenanceState) + Send,
+    ) -> Result<Drained, ClientError> {
+        self.inner.wait_drained(token, options, cancel, on_poll).await
+    }
+
+    /// `POST /mvc/admin/backups/progress/client?token=<unlock token>&percentage=N`. Retried.
+    pub async fn report_progress(&self, token: &UnlockToken, percentage: u8) -> Result<(), ClientError> {
+        self.inner.report_progress(token, percentage).await
+    }
+
+    /// `POST /mvc/maintenance?token=<cancel token>`: ends the backup task, keeps the lock.
+    pub async fn cancel_backup(&self, token: &CancelToken) -> Result<(), ClientError> {
+        self.inner.cancel_backup(token).await
+    }
+
+    /// `DELETE /mvc/maintenance/lock?token=<unlock token>`.
+    pub async fn unlock(&self, token: &UnlockToken) -> Result<(), ClientError> {
+        self.inner.unlock(token).await
+    }
+
+    /// The command a human runs to unlock by hand (token included: keep it off logs).
+    pub fn unlock_command(&self, token: &UnlockToken) -> ManualCommand {
+        ManualCommand::new(format!(
+            "bitbucket-diy unlock --url '{}' --user '{}' --token {}   \
+             (or: curl -u '{}' -X DELETE '{}?token={}')",
+            self.inner.base_url,
+            self.inner.user,
+            token.expose_secret(),
+            self.inner.user,
+            self.inner.endpoint("mvc/maintenance/lock"),
+            token.expose_secret()
+        ))
+    }
+}

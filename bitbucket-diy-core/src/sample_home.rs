@@ -1,0 +1,1 @@
+//! Generates a Bitbucket-shaped home of real git repositories (TODO(helper)).

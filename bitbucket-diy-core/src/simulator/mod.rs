@@ -1,0 +1,1 @@
+//! A stateful simulator of Bitbucket's maintenance API (TODO(helper)).

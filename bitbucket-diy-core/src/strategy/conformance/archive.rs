@@ -1,0 +1,1 @@
+//! Conformance checks for archive strategies (TODO(helper)).

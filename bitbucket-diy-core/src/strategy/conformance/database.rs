@@ -1,0 +1,1 @@
+//! Conformance checks for database strategies (TODO(helper)).

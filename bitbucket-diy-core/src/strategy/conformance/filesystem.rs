@@ -1,0 +1,1 @@
+//! Conformance checks for filesystem strategies (TODO(helper)).

@@ -1,0 +1,31 @@
+//! `native`: pure-Rust incremental copy of the home and data stores.
+
+use async_trait::async_trait;
+
+use crate::client::Drained;
+use crate::strategy::{
+    FilesystemCapabilities, FilesystemStrategy, HomeTarget, RestoreContext, StepContext, StepReport, StrategyError,
+};
+
+/// TODO(helper)
+#[derive(Debug)]
+pub struct NativeCopy {}
+
+#[async_trait]
+impl FilesystemStrategy for NativeCopy {
+    fn name(&self) -> &str {
+        "native"
+    }
+    fn capabilities(&self) -> FilesystemCapabilities {
+        FilesystemCapabilities::default()
+    }
+    async fn backup(&self, _ctx: &StepContext, _drained: &Drained) -> Result<StepReport, StrategyError> {
+        todo!()
+    }
+    async fn check_restore_target(&self, _target: &HomeTarget) -> Result<(), StrategyError> {
+        todo!()
+    }
+    async fn restore(&self, _ctx: &RestoreContext, _target: &HomeTarget) -> Result<StepReport, StrategyError> {
+        todo!()
+    }
+}
