@@ -250,7 +250,7 @@ impl<'de> Deserialize<'de> for BitbucketConfig {
 // [database]
 
 /// `[database]`: which strategy dumps and restores the database, and its settings.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum DatabaseConfig {
@@ -261,13 +261,8 @@ pub enum DatabaseConfig {
     /// The user's own commands.
     Command(CommandDatabaseConfig),
     /// The database lives in the home or on the snapshotted volume.
+    #[default]
     None,
-}
-
-impl Default for DatabaseConfig {
-    fn default() -> Self {
-        DatabaseConfig::None
-    }
 }
 
 impl DatabaseConfig {

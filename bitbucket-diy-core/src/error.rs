@@ -124,6 +124,12 @@ pub enum Error {
         /// The phase that was running.
         during: Option<crate::events::Phase>,
     },
+    /// The locked phase ran longer than allowed; the work was stopped and the instance unlocked.
+    #[error("the locked phase exceeded backup.locked_timeout ({limit:?}); the backup was stopped and Bitbucket unlocked")]
+    LockedTimeout {
+        /// The limit.
+        limit: std::time::Duration,
+    },
     /// Unlocking failed: the instance is still in maintenance mode.
     #[error(
         "BITBUCKET IS STILL LOCKED: unlocking failed ({unlock_error}){}. \
@@ -164,6 +170,7 @@ impl Error {
             Error::Busy { .. } => ErrorKind::Busy,
             Error::ZeroDowntimeRefused { .. } => ErrorKind::Config,
             Error::Cancelled { .. } => ErrorKind::Cancelled,
+            Error::LockedTimeout { .. } => ErrorKind::Timeout,
             Error::LeftLocked { .. } => ErrorKind::LeftLocked,
             Error::Io { .. } => ErrorKind::Io,
         }

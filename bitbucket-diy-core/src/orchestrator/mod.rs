@@ -1,5 +1,197 @@
 //! The backup and restore runs: phases, the always-unlock guarantee, hooks, retention.
+//!
+//! A backup runs: run lock → prepare (database and filesystem in parallel, instance live) →
+//! `before_lock` hooks → lock → start backup → wait for drain → consistent database dump and home
+//! copy **in parallel**, each reporting progress to Bitbucket as it finishes → progress 100 →
+//! unlock → `after_unlock` hooks → archive → retention → `after_archive` hooks.
+//!
+//! Whatever fails — a step, the drain, a signal, the locked-phase timeout — the running steps are
+//! stopped first (their child processes killed), the server-side backup task is cancelled when it
+//! was started, and the instance is unlocked, with retries. If unlocking itself fails the run
+//! returns [`crate::Error::LeftLocked`], whose message holds the command that unlocks by hand.
 
+mod backup;
+mod builder;
 mod hooks;
+mod locked;
+mod report;
+mod restore;
+mod run_lock;
+mod verify;
 
-pub use hooks::HookPoint;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use builder::OrchestratorBuilder;
+pub use hooks::{HOOK_TIMEOUT, HookPoint, Hooks};
+pub use report::{BackupReport, PhaseTiming, RestoreReport};
+pub use restore::RestoreRequest;
+pub use run_lock::RunLock;
+pub use verify::{DeepVerifyReport, find_repositories, fsck_repository};
+
+use crate::client::{DrainOptions, MaintenanceClient};
+use crate::config::ConfigError;
+use crate::error::Error;
+use crate::events::EventSink;
+use crate::strategy::{ArchiveStrategy, DatabaseStrategy, FilesystemStrategy, WorkingFolder};
+
+/// How a backup runs; defaults match the configuration file's.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct BackupOptions {
+    /// Skip the lock; refused unless the strategies promise atomic snapshots.
+    pub zero_downtime: bool,
+    /// Prefix of backup ids.
+    pub id_prefix: String,
+    /// Drain poll interval and timeout.
+    pub drain: DrainOptions,
+    /// The longest the instance may stay locked before the work is stopped and it is unlocked.
+    pub locked_timeout: Duration,
+    /// Keep the newest N archives; 0 keeps all.
+    pub keep: usize,
+    /// Unlock attempts before declaring the instance left locked.
+    pub unlock_attempts: u32,
+    /// First delay between unlock attempts (doubling).
+    pub unlock_retry_delay: Duration,
+    /// How long stopped steps get to wind down after a cancellation before we unlock anyway.
+    pub cancel_grace: Duration,
+    /// Data stores, recorded in the backup's metadata.
+    pub data_stores: Vec<PathBuf>,
+}
+
+impl Default for BackupOptions {
+    fn default() -> Self {
+        Self {
+            zero_downtime: false,
+            id_prefix: "bitbucket-".to_owned(),
+            drain: DrainOptions::default(),
+            locked_timeout: Duration::from_secs(4 * 3600),
+            keep: 0,
+            unlock_attempts: 6,
+            unlock_retry_delay: Duration::from_millis(500),
+            cancel_grace: Duration::from_secs(30),
+            data_stores: Vec::new(),
+        }
+    }
+}
+
+/// Runs backups, restores, listings and verifications with one set of strategies.
+///
+/// Build one with [`BackupOrchestrator::builder`] or from a configuration file with
+/// [`BackupOrchestrator::from_config`]:
+///
+/// ```no_run
+/// # async fn run() -> Result<(), bitbucket_diy_core::Error> {
+/// use bitbucket_diy_core::{BackupConfig, orchestrator::BackupOrchestrator};
+/// use tokio_util::sync::CancellationToken;
+///
+/// let loaded = BackupConfig::load(std::path::Path::new("/etc/bitbucket-diy/config.toml"))?;
+/// let orchestrator = BackupOrchestrator::from_config(&loaded.config)?.build()?;
+/// let report = orchestrator.backup(CancellationToken::new()).await?;
+/// println!("{} written, lock window {:?}", report.archive.display(), report.lock_window);
+/// # Ok(()) }
+/// ```
+pub struct BackupOrchestrator {
+    client: Result<MaintenanceClient, ConfigError>,
+    database: Arc<dyn DatabaseStrategy>,
+    filesystem: Arc<dyn FilesystemStrategy>,
+    archive: Arc<dyn ArchiveStrategy>,
+    working: WorkingFolder,
+    options: BackupOptions,
+    hooks: Hooks,
+    events: Arc<dyn EventSink>,
+}
+
+impl std::fmt::Debug for BackupOrchestrator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackupOrchestrator")
+            .field("client", &self.client.as_ref().ok())
+            .field("database", &self.database.name())
+            .field("filesystem", &self.filesystem.name())
+            .field("archive", &self.archive.name())
+            .field("working", &self.working)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BackupOrchestrator {
+    /// A builder: strategies and client are set one by one.
+    pub fn builder(working_folder: impl Into<PathBuf>) -> OrchestratorBuilder {
+        OrchestratorBuilder::new(working_folder.into())
+    }
+
+    /// A builder prefilled from a configuration: client, built-in strategies, options, hooks.
+    /// Any strategy can still be replaced (e.g. by one written in Python) before `build`.
+    pub fn from_config(config: &crate::config::BackupConfig) -> Result<OrchestratorBuilder, Error> {
+        OrchestratorBuilder::from_config(config)
+    }
+
+    /// The database strategy.
+    pub fn database(&self) -> &dyn DatabaseStrategy {
+        self.database.as_ref()
+    }
+
+    /// The filesystem strategy.
+    pub fn filesystem(&self) -> &dyn FilesystemStrategy {
+        self.filesystem.as_ref()
+    }
+
+    /// The archive strategy.
+    pub fn archive(&self) -> &dyn ArchiveStrategy {
+        self.archive.as_ref()
+    }
+
+    /// The working folder.
+    pub fn working_folder(&self) -> &WorkingFolder {
+        &self.working
+    }
+
+    /// The options.
+    pub fn options(&self) -> &BackupOptions {
+        &self.options
+    }
+
+    /// The client, or why there is none (no password configured).
+    pub fn client(&self) -> Result<&MaintenanceClient, Error> {
+        self.client.as_ref().map_err(|e| Error::Config(e.clone()))
+    }
+
+    /// Every complete backup, newest first.
+    pub async fn list_backups(&self) -> Result<Vec<crate::strategy::ArchiveInfo>, Error> {
+        Ok(self.archive.list().await?)
+    }
+
+    /// Probe what can be probed without locking: strategies' tools and connections, folders,
+    /// and Bitbucket's version. Returns one line per check.
+    pub async fn check(&self) -> Result<Vec<String>, Error> {
+        let mut done = Vec::new();
+        self.database.check().await.map_err(Error::Database)?;
+        done.push(format!("database ({}): ok", self.database.name()));
+        self.filesystem.check().await.map_err(Error::Filesystem)?;
+        done.push(format!("filesystem ({}): ok", self.filesystem.name()));
+        run_lock::create_private_dir(self.working.root())?;
+        probe_writable(self.working.root())?;
+        done.push(format!("working folder {}: writable", self.working.root().display()));
+        if self.archive.name() != "none" {
+            run_lock::create_private_dir(self.archive.folder())?;
+            probe_writable(self.archive.folder())?;
+            done.push(format!("archive folder {}: writable", self.archive.folder().display()));
+        }
+        let client = self.client()?;
+        let props = client.application_properties().await?;
+        done.push(format!("Bitbucket at {}: version {}", client.base_url(), props.version));
+        let status = client.status().await?;
+        done.push(format!("Bitbucket status: {}", status.state));
+        Ok(done)
+    }
+}
+
+fn probe_writable(dir: &std::path::Path) -> Result<(), Error> {
+    tempfile::Builder::new()
+        .prefix(".bitbucket-diy-probe-")
+        .tempfile_in(dir)
+        .map(drop)
+        .map_err(|e| Error::io("writing into", dir, e))
+}

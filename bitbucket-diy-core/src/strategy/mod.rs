@@ -21,3 +21,4 @@ pub use error::{ArchiveError, StrategyError};
 pub use filesystem::{FilesystemCapabilities, FilesystemStrategy};
 pub use process::ChildCommand;
 pub use restore::{DatabaseTarget, HomeTarget, RestoreContext};
+mod pending;

@@ -9,6 +9,7 @@ use crate::strategy::{HomeTarget, RestoreContext, StepContext, StepReport, Strat
 
 pub mod command;
 pub mod excludes;
+pub mod git_locks;
 pub mod native;
 pub mod rsync;
 

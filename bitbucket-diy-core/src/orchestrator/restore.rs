@@ -1,0 +1,221 @@
+//! Restoring one backup into a new home and a new database.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ConfigError;
+use crate::error::{Error, ErrorKind};
+use crate::events::{Event, Phase};
+use crate::orchestrator::BackupOrchestrator;
+use crate::orchestrator::locked::join_results;
+use crate::orchestrator::report::{PhaseTimer, RestoreReport};
+use crate::orchestrator::verify::repoint_alternates;
+use crate::strategy::filesystem::git_locks::remove_stale_git_locks;
+use crate::strategy::{DatabaseTarget, HomeTarget, RestoreContext, StepContext, StrategyError, WorkingFolder};
+
+/// What to restore where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreRequest {
+    /// Backup id, archive file name or path.
+    pub archive: String,
+    /// The new home: absent, or an empty folder.
+    pub home: PathBuf,
+    /// The new database's name (required unless the database lives in the home).
+    pub database: Option<String>,
+    /// Original data-store path → new path (unmapped stores go back to their original path).
+    pub data_stores: BTreeMap<PathBuf, PathBuf>,
+}
+
+impl RestoreRequest {
+    /// Restore `archive` into `home` and `database`.
+    pub fn new(archive: impl Into<String>, home: impl Into<PathBuf>, database: Option<String>) -> Self {
+        Self { archive: archive.into(), home: home.into(), database, data_stores: BTreeMap::new() }
+    }
+}
+
+impl BackupOrchestrator {
+    /// Restore a backup into a **new** home and a **new** database. Targets are checked before
+    /// anything is extracted; a failed restore removes what it wrote into the home.
+    pub async fn restore(&self, request: &RestoreRequest, cancel: CancellationToken) -> Result<RestoreReport, Error> {
+        let start = Instant::now();
+        let timer = PhaseTimer::new(self.events.clone());
+        if !request.home.is_absolute() {
+            return Err(ConfigError::invalid("restore home", format!("{} must be an absolute path", request.home.display())).into());
+        }
+        let archive = self.archive.find(&request.archive).await?;
+        self.check_backup_matches(&archive.metadata)?;
+
+        let home_target = HomeTarget { home: request.home.clone(), data_stores: request.data_stores.clone() };
+        let database_target = self.database_target(request)?;
+        self.filesystem.check_restore_target(&home_target).await.map_err(Error::Filesystem)?;
+        if let Some(target) = &database_target {
+            self.database.check_restore_target(target).await.map_err(Error::Database)?;
+        }
+
+        let home_existed = request.home.exists();
+        let parent = request.home.parent().unwrap_or(Path::new("/"));
+        std::fs::create_dir_all(parent).map_err(|e| Error::io("creating", parent, e))?;
+        // Next to the new home: on the same filesystem, so the home can be moved, not copied.
+        let scratch = tempfile::Builder::new()
+            .prefix(".bitbucket-diy-restore-")
+            .tempdir_in(parent)
+            .map_err(|e| Error::io("creating a restore folder in", parent, e))?;
+        std::fs::set_permissions(scratch.path(), std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::io("protecting", scratch.path(), e))?;
+
+        let result = self
+            .restore_from(&archive, scratch.path(), &home_target, database_target.as_ref(), &timer, &cancel)
+            .await;
+        match result {
+            Ok((database_step, filesystem_step, git_locks_removed)) => Ok(RestoreReport {
+                id: archive.metadata.id,
+                archive: archive.path,
+                home: request.home.clone(),
+                database: database_target.map(|t| t.database),
+                database_step,
+                filesystem_step,
+                git_locks_removed,
+                phases: timer.timings(),
+                total: start.elapsed(),
+            }),
+            Err(e) => {
+                self.undo_home(&request.home, home_existed);
+                let e = if cancel.is_cancelled() && e.kind() == ErrorKind::Cancelled {
+                    Error::Cancelled { during: timer.current() }
+                } else {
+                    e
+                };
+                if let Some(target) = &database_target {
+                    self.events.emit(&Event::Warning {
+                        message: format!(
+                            "restore failed; database {} may hold a partial restore: drop it before trying again",
+                            target.database
+                        ),
+                    });
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn restore_from(
+        &self,
+        archive: &crate::strategy::ArchiveInfo,
+        scratch: &Path,
+        home: &HomeTarget,
+        database: Option<&DatabaseTarget>,
+        timer: &PhaseTimer,
+        cancel: &CancellationToken,
+    ) -> Result<(crate::strategy::StepReport, crate::strategy::StepReport, Vec<PathBuf>), Error> {
+        let extracted = WorkingFolder::new(scratch);
+        let ctx = StepContext::new(archive.metadata.id.clone(), extracted.clone(), self.events.clone(), cancel.clone());
+        let manifest = timer.run(Phase::Extract, self.archive.extract(archive, scratch, &ctx)).await?;
+
+        let steps_cancel = cancel.child_token();
+        let rctx = RestoreContext::new(extracted, manifest.metadata.clone(), self.events.clone(), steps_cancel.clone());
+        let db = async {
+            let step = async {
+                match database {
+                    Some(target) => self.database.restore(&rctx, target).await,
+                    None => Ok(crate::strategy::StepReport::default().note("database", "restored with the home")),
+                }
+            };
+            let r = timer.run(Phase::RestoreDatabase, step).await.map_err(Error::Database);
+            if r.is_err() {
+                steps_cancel.cancel();
+            }
+            r
+        };
+        let fs = async {
+            let r = timer.run(Phase::RestoreFilesystem, self.filesystem.restore(&rctx, home)).await.map_err(Error::Filesystem);
+            if r.is_err() {
+                steps_cancel.cancel();
+            }
+            r
+        };
+        let (db, fs) = tokio::join!(db, fs);
+        let (database_step, filesystem_step) = join_results(db, fs)?;
+
+        let mut roots = vec![home.home.clone()];
+        for original in &manifest.metadata.data_stores {
+            roots.push(home.data_stores.get(original).cloned().unwrap_or_else(|| original.clone()));
+        }
+        let removed = timer
+            .run(Phase::CleanGitLocks, async {
+                tokio::task::spawn_blocking(move || clean_repositories(&roots))
+                    .await
+                    .map_err(|e| Error::io("cleaning git locks", "", std::io::Error::other(e)))?
+            })
+            .await?;
+        Ok((database_step, filesystem_step, removed))
+    }
+
+    /// A backup made by one database strategy cannot be restored by another.
+    fn check_backup_matches(&self, metadata: &crate::archive_format::BackupMetadata) -> Result<(), Error> {
+        let ours = self.database.name();
+        let theirs = metadata.database.name.as_str();
+        let both_in_home = self.database.capabilities().covered_by_filesystem && theirs == "none";
+        if ours == theirs || both_in_home {
+            return Ok(());
+        }
+        Err(Error::Database(StrategyError::Incompatible {
+            strategy: ours.to_owned(),
+            reason: format!("backup {} was made by the `{theirs}` database strategy", metadata.id),
+        }))
+    }
+
+    fn database_target(&self, request: &RestoreRequest) -> Result<Option<DatabaseTarget>, Error> {
+        if self.database.capabilities().covered_by_filesystem {
+            return Ok(None);
+        }
+        match &request.database {
+            Some(name) if !name.trim().is_empty() => Ok(Some(DatabaseTarget { database: name.clone() })),
+            _ => Err(ConfigError::Missing {
+                key: "restore database".to_owned(),
+                hint: format!("the `{}` strategy restores into a new database: name it (--database NAME)", self.database.name()),
+            }
+            .into()),
+        }
+    }
+
+    /// Leave the target as we found it: absent, or empty.
+    fn undo_home(&self, home: &Path, existed: bool) {
+        let outcome = if existed {
+            std::fs::read_dir(home).and_then(|entries| {
+                for entry in entries {
+                    let path = entry?.path();
+                    if path.is_dir() && !path.is_symlink() {
+                        std::fs::remove_dir_all(&path)?;
+                    } else {
+                        std::fs::remove_file(&path)?;
+                    }
+                }
+                Ok(())
+            })
+        } else {
+            match std::fs::remove_dir_all(home) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                other => other,
+            }
+        };
+        if let Err(e) = outcome {
+            self.events.emit(&Event::Warning {
+                message: format!("restore failed and {} could not be cleaned up ({e}): remove it by hand", home.display()),
+            });
+        }
+    }
+}
+
+/// Stale git locks out, forks repointed at the new home.
+fn clean_repositories(roots: &[PathBuf]) -> Result<Vec<PathBuf>, Error> {
+    let mut removed = Vec::new();
+    for root in roots.iter().filter(|r| r.exists()) {
+        removed.extend(remove_stale_git_locks(root).map_err(|e| Error::io("removing stale git locks in", root, e))?);
+        repoint_alternates(root, root).map_err(|e| Error::io("repointing forks in", root, e))?;
+    }
+    Ok(removed)
+}
