@@ -68,6 +68,66 @@ pub enum ErrorKind {
     Io,
 }
 
+impl ErrorKind {
+    /// The process exit code the CLI uses for this kind (documented in docs/cli.md):
+    /// 2 configuration, 3 Bitbucket (auth, network, server, drain), 4 a backup step,
+    /// 5 archive, 6 another run holds the lock, 7 restore target not empty, 10 instance left
+    /// locked, 130 cancelled.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            ErrorKind::Config => 2,
+            ErrorKind::Unauthorized
+            | ErrorKind::Forbidden
+            | ErrorKind::AlreadyLocked
+            | ErrorKind::InvalidToken
+            | ErrorKind::NotFound
+            | ErrorKind::Server
+            | ErrorKind::InvalidResponse
+            | ErrorKind::Transport
+            | ErrorKind::Timeout
+            | ErrorKind::DrainFailed => 3,
+            ErrorKind::Strategy | ErrorKind::ToolMissing | ErrorKind::Hook | ErrorKind::Io => 4,
+            ErrorKind::Archive => 5,
+            ErrorKind::Busy => 6,
+            ErrorKind::RestoreTarget => 7,
+            ErrorKind::LeftLocked => 10,
+            ErrorKind::Cancelled => 130,
+        }
+    }
+
+    /// A stable kebab-case name (`left-locked`), for JSON output and hooks.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Config => "config",
+            ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::Forbidden => "forbidden",
+            ErrorKind::AlreadyLocked => "already-locked",
+            ErrorKind::InvalidToken => "invalid-token",
+            ErrorKind::NotFound => "not-found",
+            ErrorKind::Server => "server",
+            ErrorKind::InvalidResponse => "invalid-response",
+            ErrorKind::Transport => "transport",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::DrainFailed => "drain-failed",
+            ErrorKind::Cancelled => "cancelled",
+            ErrorKind::Strategy => "strategy",
+            ErrorKind::ToolMissing => "tool-missing",
+            ErrorKind::Archive => "archive",
+            ErrorKind::RestoreTarget => "restore-target",
+            ErrorKind::Busy => "busy",
+            ErrorKind::Hook => "hook",
+            ErrorKind::LeftLocked => "left-locked",
+            ErrorKind::Io => "io",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The core's error.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

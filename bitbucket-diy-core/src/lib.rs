@@ -19,6 +19,8 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod metrics;
+pub mod migrate;
 pub mod orchestrator;
 #[cfg(feature = "simulator")]
 pub mod sample_home;

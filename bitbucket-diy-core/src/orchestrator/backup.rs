@@ -37,7 +37,7 @@ impl BackupOrchestrator {
             Ok(_) => hook_env.status = "success",
             Err(e) => {
                 hook_env.status = "failure";
-                hook_env.error_kind = Some(format!("{:?}", e.kind()).to_lowercase());
+                hook_env.error_kind = Some(e.kind().as_str().to_owned());
                 hook_env.error = Some(redacted_message(e));
                 self.hook_warning(HookPoint::OnFailure, &hook_env, &events).await;
             }

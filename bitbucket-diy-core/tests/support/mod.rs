@@ -1,0 +1,245 @@
+//! Shared test bench: a simulator, a sample home of real git repositories, and strategies that
+//! fail on demand (fault injection for the orchestrator; the real strategies are tested apart).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bitbucket_diy_core::MaintenanceClient;
+use bitbucket_diy_core::client::Drained;
+use bitbucket_diy_core::config::{FilesystemConfig, FilesystemType, InstanceType};
+use bitbucket_diy_core::orchestrator::{BackupOrchestrator, OrchestratorBuilder};
+use bitbucket_diy_core::sample_home::{self, SampleHomeSpec};
+use bitbucket_diy_core::simulator::{Simulator, SimulatorConfig};
+use bitbucket_diy_core::strategy::archive::TarZstdArchive;
+use bitbucket_diy_core::strategy::database::NoDatabase;
+use bitbucket_diy_core::strategy::filesystem::{Excludes, NativeCopy};
+use bitbucket_diy_core::strategy::{
+    DatabaseCapabilities, DatabaseStrategy, DatabaseTarget, FilesystemCapabilities, FilesystemStrategy, HomeTarget,
+    RestoreContext, StepContext, StepReport, StrategyError,
+};
+use tempfile::TempDir;
+use tokio::sync::Notify;
+
+/// One test's world: its own folder, simulator and home.
+pub struct Bench {
+    pub dir: TempDir,
+    pub sim: Simulator,
+    pub home: PathBuf,
+    pub working: PathBuf,
+    pub archives: PathBuf,
+}
+
+impl Bench {
+    pub async fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        sample_home::generate(&home, &SampleHomeSpec::tiny()).unwrap();
+        let sim = Simulator::start(SimulatorConfig::default().with_drain_delay(Duration::from_millis(50)))
+            .await
+            .unwrap();
+        let working = dir.path().join("work");
+        let archives = dir.path().join("archives");
+        Self { dir, sim, home, working, archives }
+    }
+
+    pub fn client(&self) -> MaintenanceClient {
+        MaintenanceClient::builder(self.sim.url().as_str())
+            .credentials(self.sim.user(), self.sim.password().to_owned())
+            .retries(3, Duration::from_millis(10))
+            .build()
+            .unwrap()
+    }
+
+    pub fn filesystem_config(&self) -> FilesystemConfig {
+        FilesystemConfig {
+            kind: FilesystemType::Native,
+            home: self.home.clone(),
+            data_stores: Vec::new(),
+            exclude: Vec::new(),
+            exclude_repos: Vec::new(),
+            threads: None,
+            rsync_options: Vec::new(),
+            prepare_command: None,
+            backup_command: None,
+            restore_command: None,
+            atomic_snapshot: false,
+        }
+    }
+
+    pub fn native(&self) -> NativeCopy {
+        NativeCopy::from_config(&self.filesystem_config(), false, InstanceType::Bitbucket).unwrap()
+    }
+
+    /// Simulator client, native copy, tar+zstd archive, no separate database; fast polls.
+    pub fn orchestrator(&self) -> OrchestratorBuilder {
+        BackupOrchestrator::builder(&self.working)
+            .client(self.client())
+            .database(NoDatabase)
+            .filesystem(self.native())
+            .archive(TarZstdArchive::new(self.archives.clone(), 3, 0))
+            .with_options(|o| {
+                o.drain.poll_interval = Duration::from_millis(20);
+                o.unlock_retry_delay = Duration::from_millis(20);
+            })
+    }
+
+    pub fn assert_unlocked_and_task_ended(&self) {
+        assert!(!self.sim.is_locked(), "the instance must be unlocked: {:?}", self.sim.events());
+        let state = self.sim.snapshot();
+        assert_ne!(state.task_state.as_deref(), Some("RUNNING"), "the server-side task must not run on: {state:?}");
+    }
+
+    pub async fn assert_no_archive(&self, orchestrator: &BackupOrchestrator) {
+        assert!(orchestrator.list_backups().await.unwrap().is_empty());
+        let finals: Vec<_> = std::fs::read_dir(&self.archives)
+            .map(|d| d.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        assert!(
+            finals.iter().all(|name: &String| name.starts_with('.')),
+            "nothing under a final archive name: {finals:?}"
+        );
+    }
+}
+
+/// The restored home equals the source minus excludes and stale git locks, and every repository
+/// passes `git fsck`.
+pub fn assert_home_restored(source: &Path, restored: &Path) {
+    let excludes = Excludes::for_home(InstanceType::Bitbucket, false, &[], &[]);
+    sample_home::compare_trees(source, restored, |relative: &Path| {
+        let is_dir = source.join(relative).is_dir();
+        excludes.is_excluded(relative, is_dir) || is_git_lock(relative)
+    })
+    .unwrap();
+    let checked = sample_home::fsck_all(restored).unwrap();
+    assert_eq!(checked, repository_count(source));
+}
+
+fn is_git_lock(relative: &Path) -> bool {
+    let in_repo = relative.components().any(|c| c.as_os_str() == "repositories");
+    let name = relative.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    in_repo && (name.ends_with(".lock") || name == "gc.pid")
+}
+
+pub fn repository_count(home: &Path) -> usize {
+    bitbucket_diy_core::orchestrator::find_repositories(home).len()
+}
+
+/// What a faulty step does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepFault {
+    None,
+    FailPrepare,
+    FailBackup,
+    /// Block in backup until cancelled.
+    Block,
+}
+
+fn injected(name: &str) -> StrategyError {
+    StrategyError::Custom { strategy: name.to_owned(), message: "injected failure".to_owned() }
+}
+
+/// A database strategy with nothing to dump, failing where told.
+#[derive(Debug)]
+pub struct FaultyDatabase {
+    fault: StepFault,
+}
+
+impl FaultyDatabase {
+    pub fn new(fault: StepFault) -> Self {
+        Self { fault }
+    }
+}
+
+#[async_trait]
+impl DatabaseStrategy for FaultyDatabase {
+    fn name(&self) -> &str {
+        "faulty"
+    }
+    fn capabilities(&self) -> DatabaseCapabilities {
+        DatabaseCapabilities::default()
+    }
+    async fn prepare(&self, _ctx: &StepContext) -> Result<(), StrategyError> {
+        if self.fault == StepFault::FailPrepare { Err(injected("faulty")) } else { Ok(()) }
+    }
+    async fn backup(&self, ctx: &StepContext, _drained: &Drained) -> Result<StepReport, StrategyError> {
+        match self.fault {
+            StepFault::FailBackup => Err(injected("faulty")),
+            StepFault::Block => {
+                ctx.cancellation().cancelled().await;
+                Err(StrategyError::Cancelled)
+            }
+            _ => Ok(StepReport::default()),
+        }
+    }
+    async fn check_restore_target(&self, _target: &DatabaseTarget) -> Result<(), StrategyError> {
+        Ok(())
+    }
+    async fn restore(&self, _ctx: &RestoreContext, _target: &DatabaseTarget) -> Result<StepReport, StrategyError> {
+        Ok(StepReport::default())
+    }
+}
+
+/// A real filesystem strategy with a fault injected around it.
+#[derive(Debug)]
+pub struct FaultyFilesystem<F> {
+    inner: F,
+    fault: StepFault,
+    atomic: bool,
+    started: Arc<Notify>,
+}
+
+impl<F: FilesystemStrategy> FaultyFilesystem<F> {
+    pub fn new(inner: F, fault: StepFault) -> Self {
+        Self { inner, fault, atomic: false, started: Arc::new(Notify::new()) }
+    }
+
+    /// Blocks in backup until cancelled; the Notify fires when it starts blocking.
+    pub fn blocking(inner: F) -> (Self, Arc<Notify>) {
+        let me = Self::new(inner, StepFault::Block);
+        let started = me.started.clone();
+        (me, started)
+    }
+
+    /// Claims atomic snapshots (for zero-downtime tests), otherwise the real copy.
+    pub fn atomic(inner: F) -> Self {
+        Self { atomic: true, ..Self::new(inner, StepFault::None) }
+    }
+}
+
+#[async_trait]
+impl<F: FilesystemStrategy> FilesystemStrategy for FaultyFilesystem<F> {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn capabilities(&self) -> FilesystemCapabilities {
+        let real = self.inner.capabilities();
+        FilesystemCapabilities::new(real.incremental, self.atomic)
+    }
+    async fn prepare(&self, ctx: &StepContext) -> Result<(), StrategyError> {
+        if self.fault == StepFault::FailPrepare {
+            return Err(injected(self.inner.name()));
+        }
+        self.inner.prepare(ctx).await
+    }
+    async fn backup(&self, ctx: &StepContext, drained: &Drained) -> Result<StepReport, StrategyError> {
+        match self.fault {
+            StepFault::FailBackup => Err(injected(self.inner.name())),
+            StepFault::Block => {
+                self.started.notify_one();
+                ctx.cancellation().cancelled().await;
+                Err(StrategyError::Cancelled)
+            }
+            _ => self.inner.backup(ctx, drained).await,
+        }
+    }
+    async fn check_restore_target(&self, target: &HomeTarget) -> Result<(), StrategyError> {
+        self.inner.check_restore_target(target).await
+    }
+    async fn restore(&self, ctx: &RestoreContext, target: &HomeTarget) -> Result<StepReport, StrategyError> {
+        self.inner.restore(ctx, target).await
+    }
+}
+
