@@ -3,13 +3,25 @@
 //!
 //! Retries: the idempotent reads (`application-properties`, `status`, `GET /mvc/maintenance`) and
 //! the progress report (re-posting a percentage changes nothing) are retried with exponential
-//! backoff on transport errors, timeouts and 5xx. `lock` and `start_backup` are **not** retried: if
-//! the first request reached Bitbucket and only its answer was lost, a retry would be refused
-//! (already locked) and the token we need would be gone. `unlock` and `cancel_backup` are retried
-//! by the orchestrator, which knows how long it may keep trying and reports a left-locked instance.
+//! backoff on transport errors, timeouts, 5xx and 429 ([`ClientError::is_retryable`]; attempts and
+//! first delay from [`MaintenanceClientBuilder::retries`]). `lock` and `start_backup` are **not**
+//! retried: if the first request reached Bitbucket and only its answer was lost, a retry would be
+//! refused (already locked) and the token we need would be gone. `unlock` and `cancel_backup` make
+//! one attempt each: they are retried by the orchestrator, which knows how long it may keep trying
+//! and reports a left-locked instance.
+//!
+//! Answers: any 2xx counts where Bitbucket documents 202. 401 is [`ClientError::Unauthorized`],
+//! 403 [`ClientError::Forbidden`], 404 — or an HTML page where the API was expected, whatever its
+//! status, e.g. a login page or a wrong context path — [`ClientError::NotFound`]. A refused lock
+//! (409) is [`ClientError::AlreadyLocked`]; a 400, 409, 410 or 422 on a call that carries a token
+//! is [`ClientError::InvalidToken`]. URLs in errors and logs never carry their query string, where
+//! the tokens travel.
 
 mod builder;
+mod calls;
+mod drain;
 mod error;
+mod http;
 mod lock;
 mod tokens;
 mod wire;

@@ -103,6 +103,15 @@ open_enum!(
     }
 );
 
+/// An id Bitbucket may send as a string or a number (undocumented), kept as text.
+pub(crate) fn id_string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match Option::<serde_json::Value>::deserialize(d)? {
+        Some(serde_json::Value::String(s)) => Some(s),
+        Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    })
+}
+
 /// `GET /rest/api/1.0/application-properties`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -172,7 +181,7 @@ pub struct TaskProgress {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MaintenanceTask {
     /// Task id.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "id_string_or_number")]
     pub id: Option<String>,
     /// Task state.
     pub state: TaskState,
@@ -185,7 +194,7 @@ pub struct MaintenanceTask {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MaintenanceState {
     /// The backup task, absent when none runs.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<MaintenanceTask>,
     /// Database drain state.
     #[serde(rename = "db-state")]
