@@ -106,11 +106,8 @@ pub async fn roundtrip(strategy: &dyn DatabaseStrategy, fixture: &dyn DatabaseFi
 
     let expected = fixture.contents(&fixture.source_database()).await?;
     let restored = fixture.contents(&target.database).await?;
-    if expected != restored {
-        return Err(format!(
-            "restored database {} differs from the source:\n--- source\n{expected}\n--- restored\n{restored}",
-            target.database
-        ));
+    if let Some(difference) = first_difference(&expected, &restored) {
+        return Err(format!("restored database {} differs from the source: {difference}", target.database));
     }
     Ok(())
 }
@@ -220,6 +217,28 @@ fn expect_target_not_empty(result: Result<(), StrategyError>, database: &str, wh
     }
 }
 
+/// Where two texts part, as "line N: `expected` became `found`", each side cut to a readable length.
+fn first_difference(expected: &str, found: &str) -> Option<String> {
+    const SHOWN: usize = 300;
+    let cut = |line: Option<&str>| match line {
+        None => "(end of text)".to_owned(),
+        Some(line) if line.len() > SHOWN => {
+            let end = (0..=SHOWN).rev().find(|i| line.is_char_boundary(*i)).unwrap_or(0);
+            format!("`{}…`", &line[..end])
+        }
+        Some(line) => format!("`{line}`"),
+    };
+    let (mut expected_lines, mut found_lines) = (expected.lines(), found.lines());
+    for number in 1.. {
+        match (expected_lines.next(), found_lines.next()) {
+            (None, None) => return None,
+            (a, b) if a == b => {}
+            (a, b) => return Some(format!("line {number}: expected {} but found {}", cut(a), cut(b))),
+        }
+    }
+    None
+}
+
 fn temp_dir() -> Result<tempfile::TempDir, String> {
     tempfile::tempdir().map_err(|e| format!("cannot create a temporary folder: {e}"))
 }
@@ -269,4 +288,21 @@ fn expect_same_tree(before: &BTreeMap<PathBuf, String>, after: &BTreeMap<PathBuf
         .map(|path| path.display().to_string())
         .collect();
     Err(format!("{what} changed the working folder: {}", changed.join(", ")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn differences_name_the_first_differing_line() {
+        assert_eq!(first_difference("a\nb\n", "a\nb\n"), None);
+        assert_eq!(first_difference("a\nb", "a\nc").as_deref(), Some("line 2: expected `b` but found `c`"));
+        assert_eq!(
+            first_difference("a", "a\nextra").as_deref(),
+            Some("line 2: expected (end of text) but found `extra`")
+        );
+        let long = "é".repeat(400);
+        assert!(first_difference(&long, "x").unwrap().contains('…'));
+    }
 }
