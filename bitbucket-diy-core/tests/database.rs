@@ -429,6 +429,25 @@ mod mariadb {
         assert!(leftovers(working.path()).is_empty());
     }
 
+    #[tokio::test]
+    async fn restores_into_a_name_full_of_quotes_without_injection() {
+        let fixture = MariaFixture::new("my_quotes");
+        conformance::DatabaseFixture::seed(&fixture).await.unwrap();
+        let my = strategy(&config(&fixture.source));
+        let working = tempfile::tempdir().unwrap();
+        let report = backup(&my, working.path()).await.unwrap();
+        let name = fixture.cleanup.database(format!("{}`'\"; DROP x", unique_name("q", "")));
+        let target = DatabaseTarget { database: name.clone() };
+        my.check_restore_target(&target).await.unwrap();
+        my.restore(&restore_context(working.path(), &my, &report).unwrap(), &target).await.unwrap();
+        let exists = mysql(
+            None,
+            &format!("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = {}", literal(&name)),
+        );
+        assert_eq!(exists.trim(), "1");
+        assert_eq!(contents_of(&name), contents_of(&fixture.source));
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn password_reaches_mysqldump_through_a_private_option_file_never_a_command_line() {
         require_mariadb();

@@ -60,14 +60,23 @@ impl DumpSlot {
     }
 
     /// Remove the partial dump after a failure. Best effort: a leftover is removed by the next
-    /// run's [`Self::begin`], and never taken for a complete dump.
+    /// run's [`Self::begin`], and never taken for a complete dump. Tried a few times because a
+    /// killed tool's workers may still be closing files for a moment.
     pub(crate) async fn discard(&self) {
-        let slot = self.clone();
-        if let Err(e) =
-            blocking(move || remove_any(&slot.partial).map_err(|e| StrategyError::io("removing", &slot.partial, e)))
-                .await
-        {
-            tracing::warn!(error = %e, "could not remove the partial database dump");
+        const ATTEMPTS: u32 = 3;
+        for attempt in 1..=ATTEMPTS {
+            let slot = self.clone();
+            let removed = blocking(move || {
+                remove_any(&slot.partial).map_err(|e| StrategyError::io("removing", &slot.partial, e))
+            })
+            .await;
+            match removed {
+                Ok(()) => return,
+                Err(e) if attempt == ATTEMPTS => {
+                    tracing::warn!(error = %e, "could not remove the partial database dump; the next run will");
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+            }
         }
     }
 

@@ -206,13 +206,12 @@ impl MysqlDatabase {
         target: &str,
         cancel: &CancellationToken,
     ) -> Result<TargetState, StrategyError> {
-        let name = sql_text(target);
         let exists = self
             .query(
                 session,
                 client,
                 None,
-                &format!("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = {name}"),
+                &format!("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE {}", is_name("SCHEMA_NAME", target)),
                 cancel,
             )
             .await?;
@@ -225,10 +224,13 @@ impl MysqlDatabase {
                 client,
                 None,
                 &format!(
-                    "SELECT CONCAT(LOWER(TABLE_TYPE), ' ', TABLE_NAME) FROM information_schema.TABLES WHERE TABLE_SCHEMA = {name} \
-                     UNION ALL SELECT CONCAT(LOWER(ROUTINE_TYPE), ' ', ROUTINE_NAME) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = {name} \
-                     UNION ALL SELECT CONCAT('event ', EVENT_NAME) FROM information_schema.EVENTS WHERE EVENT_SCHEMA = {name} \
-                     ORDER BY 1"
+                    "SELECT CONCAT(LOWER(TABLE_TYPE), ' ', TABLE_NAME) FROM information_schema.TABLES WHERE {} \
+                     UNION ALL SELECT CONCAT(LOWER(ROUTINE_TYPE), ' ', ROUTINE_NAME) FROM information_schema.ROUTINES WHERE {} \
+                     UNION ALL SELECT CONCAT('event ', EVENT_NAME) FROM information_schema.EVENTS WHERE {} \
+                     ORDER BY 1",
+                    is_name("TABLE_SCHEMA", target),
+                    is_name("ROUTINE_SCHEMA", target),
+                    is_name("EVENT_SCHEMA", target)
                 ),
                 cancel,
             )
@@ -287,8 +289,8 @@ impl DatabaseStrategy for MysqlDatabase {
                 &client,
                 None,
                 &format!(
-                    "SELECT VERSION(), DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = {}",
-                    sql_text(&self.config.database)
+                    "SELECT VERSION(), DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA WHERE {}",
+                    is_name("SCHEMA_NAME", &self.config.database)
                 ),
                 cancel,
             )
@@ -542,9 +544,10 @@ fn check_dump_option(option: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A string literal that needs no escaping in any SQL mode: hex bytes converted to utf8mb4.
-fn sql_text(value: &str) -> String {
-    format!("CONVERT(X'{}' USING utf8mb4)", hex::encode(value.as_bytes()))
+/// `column` holds exactly `name`: bytes against a hex literal, so no quoting depends on the SQL
+/// mode, and the case-insensitive collation of information_schema cannot match another database.
+fn is_name(column: &str, name: &str) -> String {
+    format!("CAST({column} AS BINARY) = X'{}'", hex::encode(name.as_bytes()))
 }
 
 /// A quoted identifier (backticks doubled).
@@ -558,7 +561,7 @@ mod tests {
 
     #[test]
     fn names_are_quoted_without_escapes_that_depend_on_sql_mode() {
-        assert_eq!(sql_text("a'b"), "CONVERT(X'612762' USING utf8mb4)");
+        assert_eq!(is_name("SCHEMA_NAME", "a'b"), "CAST(SCHEMA_NAME AS BINARY) = X'612762'");
         assert_eq!(quote_identifier("we`ird"), "`we``ird`");
     }
 

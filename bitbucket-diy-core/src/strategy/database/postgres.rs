@@ -12,6 +12,7 @@
 //!   `--jobs` needs 9.3 or later and is left out, with a warning, before that. We never add
 //!   `--no-synchronized-snapshots`: the reference scripts add it for clients 10–14, and then the
 //!   parallel workers each see their own snapshot, which is inconsistent while anything writes.
+//!   (A standby older than 10 cannot share snapshots: there, set `jobs = 1`.)
 //! - The dump is swapped into `bitbucket-db/` only when complete and synced; the previous
 //!   complete dump survives any failure or cancellation (see `dump_slot`).
 //! - The report's notes record `tool`, `pg_dump_version`, `server_version`, `format`, `jobs`,
@@ -471,6 +472,9 @@ impl DatabaseStrategy for PostgresDatabase {
             }
         };
 
+        // --no-owner/--no-privileges: the original roles may not exist on this server, and with
+        // --exit-on-error the first ALTER OWNER or GRANT naming one would abort the restore; the
+        // configured user (the role Bitbucket connects as) owns everything instead.
         let restored = self
             .command(&session, "pg_restore")
             .args(["--format=directory", "--no-owner", "--no-privileges", "--exit-on-error", "--no-password"])
