@@ -7,10 +7,13 @@ use async_trait::async_trait;
 use crate::client::Drained;
 use crate::strategy::{DatabaseTarget, RestoreContext, StepContext, StepReport, StrategyError};
 
+mod client_files;
 pub mod command;
+mod dump_slot;
 pub mod mysql;
 pub mod none;
 pub mod postgres;
+mod tools;
 
 pub use command::CommandDatabase;
 pub use mysql::MysqlDatabase;
