@@ -271,7 +271,8 @@ fn add_stats(report: &mut StepReport, stats: &str) {
     let regular = |line: &str| -> u64 {
         line.split_once("reg:")
             .map(|(_, rest)| {
-                rest.chars()
+                rest.trim_start()
+                    .chars()
                     .take_while(|c| c.is_ascii_digit() || *c == ',')
                     .filter(char::is_ascii_digit)
                     .collect::<String>()
