@@ -159,9 +159,8 @@ impl SampleHomeSpec {
         let repositories = (share(25) / (256 << 10)).clamp(10, 2000) as usize;
         let commits_per_repo = 10;
         let files_per_commit = 2;
-        // Text packs to about half its size under git's zlib.
-        let file_size = (share(25) * 2
-            / (repositories * commits_per_repo * files_per_commit) as u64)
+        // Text packs to about 80 % of its size at the compression level the generator uses.
+        let file_size = (share(25) / (repositories * commits_per_repo * files_per_commit) as u64)
             .max(64) as usize;
         let attachment_size = 256 << 10;
         let lfs_object_size = 1 << 20;

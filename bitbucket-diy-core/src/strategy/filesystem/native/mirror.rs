@@ -400,12 +400,17 @@ impl Mirror<'_> {
             fs::set_permissions(dst, fs::Permissions::from_mode(src_meta.mode() & 0o7777))
                 .map_err(|e| StrategyError::io("setting the mode of", dst, e))?;
         }
-        filetime::set_file_times(
-            dst,
-            FileTime::from_last_access_time(src_meta),
-            FileTime::from_last_modification_time(src_meta),
-        )
-        .map_err(|e| StrategyError::io("setting the times of", dst, e))
+        // Only when different: rewriting every folder's times would dirty thousands of inodes
+        // per pass for the final syncfs to write.
+        if src_meta.mtime() != dst_meta.mtime() || src_meta.mtime_nsec() != dst_meta.mtime_nsec() {
+            filetime::set_file_times(
+                dst,
+                FileTime::from_last_access_time(src_meta),
+                FileTime::from_last_modification_time(src_meta),
+            )
+            .map_err(|e| StrategyError::io("setting the times of", dst, e))?;
+        }
+        Ok(())
     }
 
     /// Delete a destination entry the source no longer has, counting the files it held.
