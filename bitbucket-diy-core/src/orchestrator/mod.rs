@@ -28,7 +28,7 @@ pub use hooks::{HOOK_TIMEOUT, HookPoint, Hooks};
 pub use report::{BackupReport, PhaseTiming, RestoreReport};
 pub use restore::RestoreRequest;
 pub use run_lock::RunLock;
-pub use verify::{DeepVerifyReport, find_repositories, fsck_repository};
+pub use verify::{DeepVerifyReport, fsck_repository};
 
 use crate::client::{DrainOptions, MaintenanceClient};
 use crate::config::ConfigError;

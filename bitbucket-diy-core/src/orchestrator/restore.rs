@@ -13,7 +13,6 @@ use crate::events::{Event, Phase};
 use crate::orchestrator::BackupOrchestrator;
 use crate::orchestrator::locked::join_results;
 use crate::orchestrator::report::{PhaseTimer, RestoreReport};
-use crate::orchestrator::verify::repoint_alternates;
 use crate::strategy::filesystem::git_locks::remove_stale_git_locks;
 use crate::strategy::{DatabaseTarget, HomeTarget, RestoreContext, StepContext, StrategyError, WorkingFolder};
 
@@ -210,12 +209,11 @@ impl BackupOrchestrator {
     }
 }
 
-/// Stale git locks out, forks repointed at the new home.
+/// Git lock files copied from live repositories are stale in a restored home.
 fn clean_repositories(roots: &[PathBuf]) -> Result<Vec<PathBuf>, Error> {
     let mut removed = Vec::new();
     for root in roots.iter().filter(|r| r.exists()) {
         removed.extend(remove_stale_git_locks(root).map_err(|e| Error::io("removing stale git locks in", root, e))?);
-        repoint_alternates(root, root).map_err(|e| Error::io("repointing forks in", root, e))?;
     }
     Ok(removed)
 }

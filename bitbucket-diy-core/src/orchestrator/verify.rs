@@ -1,4 +1,4 @@
-//! Checks on restored or extracted repositories: finding them, `git fsck`, and repointing forks.
+//! Verification of archives: the manifest check, and with `deep` a test restore and `git fsck`.
 
 use std::path::{Path, PathBuf};
 
@@ -9,6 +9,8 @@ use crate::error::Error;
 use crate::events::Phase;
 use crate::orchestrator::BackupOrchestrator;
 use crate::orchestrator::report::PhaseTimer;
+use crate::strategy::filesystem::git_locks::find_bare_repositories;
+use crate::strategy::filesystem::relink_fork_alternates;
 use crate::strategy::{ArchiveError, ChildCommand, StepContext, StrategyError, VerifyReport, WorkingFolder};
 
 /// What a deep verification found.
@@ -38,10 +40,17 @@ impl BackupOrchestrator {
             .map_err(|e| Error::io("creating a folder in", self.working.state_dir(), e))?;
         timer.run(Phase::Extract, self.archive.extract(&archive, scratch.path(), &ctx)).await?;
         let extracted = WorkingFolder::new(scratch.path());
+        // Forks point at the live home's objects: point them into the extraction, or fsck
+        // would check the live instance instead of the backup.
+        let stores: Vec<(PathBuf, PathBuf)> =
+            archive.metadata.data_stores.iter().map(|s| (s.clone(), extracted.data_store_dir(s))).collect();
+        let home = extracted.home_dir();
+        relink_fork_alternates(&home, &stores).map_err(|e| Error::io("relinking forks in", &home, e))?;
         let mut repositories = Vec::new();
-        for root in [extracted.home_dir(), extracted.data_stores_dir()] {
-            repoint_alternates(&root, &root).map_err(|e| Error::io("repointing forks in", &root, e))?;
-            repositories.extend(find_repositories(&root));
+        for root in [home, extracted.data_stores_dir()] {
+            if root.exists() {
+                repositories.extend(find_bare_repositories(&root).map_err(|e| Error::io("listing repositories in", &root, e))?);
+            }
         }
         for repo in &repositories {
             fsck_repository(repo, &cancel).await.map_err(|e| {
@@ -56,26 +65,6 @@ impl BackupOrchestrator {
     }
 }
 
-/// Bare repositories below `root` (folders with `HEAD`, `objects/` and `refs/`), not descending
-/// into a repository once found.
-pub fn find_repositories(root: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut walker = walkdir::WalkDir::new(root).follow_links(false).into_iter();
-    while let Some(entry) = walker.next() {
-        let Ok(entry) = entry else { continue };
-        if !entry.file_type().is_dir() {
-            continue;
-        }
-        let dir = entry.path();
-        if dir.join("HEAD").is_file() && dir.join("objects").is_dir() && dir.join("refs").is_dir() {
-            found.push(dir.to_owned());
-            walker.skip_current_dir();
-        }
-    }
-    found.sort();
-    found
-}
-
 /// `git fsck --full` on one bare repository.
 pub async fn fsck_repository(repo: &Path, cancel: &CancellationToken) -> Result<(), StrategyError> {
     ChildCommand::new("git")
@@ -88,78 +77,4 @@ pub async fn fsck_repository(repo: &Path, cancel: &CancellationToken) -> Result<
         .run(cancel)
         .await
         .map(drop)
-}
-
-/// Forks borrow objects through `objects/info/alternates`, which Bitbucket writes as absolute
-/// paths into the home it ran on. After a restore into another folder those paths point at the
-/// old home (wrong, or gone). Rewrite every alternate that names a repository by its id to the
-/// same repository under `new_root`, when it exists there. Returns the files rewritten.
-pub fn repoint_alternates(search: &Path, new_root: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut rewritten = Vec::new();
-    for repo in find_repositories(search) {
-        let file = repo.join("objects/info/alternates");
-        let Ok(text) = std::fs::read_to_string(&file) else { continue };
-        let mut changed = false;
-        let lines: Vec<String> = text
-            .lines()
-            .map(|line| match relocate(line, new_root) {
-                Some(new) if new != line => {
-                    changed = true;
-                    new
-                }
-                _ => line.to_owned(),
-            })
-            .collect();
-        if changed {
-            let tmp = file.with_extension("bitbucket-diy-tmp");
-            std::fs::write(&tmp, lines.join("\n") + "\n")?;
-            std::fs::rename(&tmp, &file)?;
-            rewritten.push(file);
-        }
-    }
-    Ok(rewritten)
-}
-
-/// `/old/home/shared/data/repositories/12/objects` → `<new_root>/shared/data/repositories/12/objects`
-/// (and the data-store form `…/repositories/<hierarchy>/<id>/objects`), if that exists.
-fn relocate(line: &str, new_root: &Path) -> Option<String> {
-    let path = Path::new(line.trim());
-    if !path.is_absolute() || path.starts_with(new_root) {
-        return None;
-    }
-    let components: Vec<_> = path.components().collect();
-    let at = components.iter().rposition(|c| c.as_os_str() == "repositories")?;
-    // Try the longest tail that exists under the new root, starting at a `shared/` or `repositories/`.
-    let starts = [at.checked_sub(2), Some(at)];
-    starts.into_iter().flatten().find_map(|start| {
-        let tail: PathBuf = components[start..].iter().collect();
-        let candidate = new_root.join(tail);
-        candidate.is_dir().then(|| candidate.display().to_string())
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn alternates_follow_the_home() {
-        let dir = tempfile::tempdir().unwrap();
-        let home = dir.path().join("new-home");
-        let parent = home.join("shared/data/repositories/1");
-        let fork = home.join("shared/data/repositories/2");
-        for repo in [&parent, &fork] {
-            std::fs::create_dir_all(repo.join("objects/info")).unwrap();
-            std::fs::create_dir_all(repo.join("refs")).unwrap();
-            std::fs::write(repo.join("HEAD"), "ref: refs/heads/master\n").unwrap();
-        }
-        let old = "/var/atlassian/application-data/bitbucket/shared/data/repositories/1/objects";
-        std::fs::write(fork.join("objects/info/alternates"), format!("{old}\n")).unwrap();
-        let rewritten = repoint_alternates(&home, &home).unwrap();
-        assert_eq!(rewritten.len(), 1);
-        let text = std::fs::read_to_string(fork.join("objects/info/alternates")).unwrap();
-        assert_eq!(text.trim(), parent.join("objects").display().to_string());
-        // Already right: untouched.
-        assert!(repoint_alternates(&home, &home).unwrap().is_empty());
-    }
 }

@@ -3,26 +3,9 @@
 
 use std::path::PathBuf;
 
-use crate::config::{ConfigError, FilesystemConfig, InstanceType};
 use crate::strategy::WorkingFolder;
 use crate::strategy::archive::{NoArchive, TarGzArchive, TarZstdArchive};
-use crate::strategy::filesystem::{CommandFilesystem, NativeCopy, RsyncCopy};
 
-impl NativeCopy {
-    pub fn from_config(cfg: &FilesystemConfig, separate_database: bool, instance: InstanceType) -> Result<Self, ConfigError> {
-        todo!()
-    }
-}
-impl RsyncCopy {
-    pub fn from_config(cfg: &FilesystemConfig, separate_database: bool, instance: InstanceType) -> Result<Self, ConfigError> {
-        todo!()
-    }
-}
-impl CommandFilesystem {
-    pub fn from_config(cfg: &FilesystemConfig, separate_database: bool, instance: InstanceType) -> Result<Self, ConfigError> {
-        todo!()
-    }
-}
 impl TarZstdArchive {
     pub fn new(folder: PathBuf, level: i32, threads: u32) -> Self {
         todo!()

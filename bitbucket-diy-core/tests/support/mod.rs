@@ -124,7 +124,7 @@ fn is_git_lock(relative: &Path) -> bool {
 }
 
 pub fn repository_count(home: &Path) -> usize {
-    bitbucket_diy_core::orchestrator::find_repositories(home).len()
+    bitbucket_diy_core::strategy::filesystem::git_locks::find_bare_repositories(home).unwrap().len()
 }
 
 /// What a faulty step does.

@@ -7,14 +7,21 @@ use async_trait::async_trait;
 use crate::client::Drained;
 use crate::strategy::{HomeTarget, RestoreContext, StepContext, StepReport, StrategyError};
 
+pub mod alternates;
 pub mod command;
 pub mod excludes;
 pub mod git_locks;
+mod jobs;
 pub mod native;
+pub mod pass_state;
 pub mod rsync;
+mod target;
 
+pub use alternates::relink_fork_alternates;
 pub use command::CommandFilesystem;
 pub use excludes::Excludes;
+pub use git_locks::remove_stale_git_locks;
+pub(crate) use jobs::{CopyJob, copy_jobs, validate_copy_config};
 pub use native::NativeCopy;
 pub use rsync::RsyncCopy;
 
@@ -31,7 +38,10 @@ pub struct FilesystemCapabilities {
 impl FilesystemCapabilities {
     /// Capabilities with the given flags.
     pub fn new(incremental: bool, atomic_snapshot: bool) -> Self {
-        Self { incremental, atomic_snapshot }
+        Self {
+            incremental,
+            atomic_snapshot,
+        }
     }
 }
 
@@ -55,11 +65,19 @@ pub trait FilesystemStrategy: Send + Sync + fmt::Debug {
     }
 
     /// The consistent copy (only the change, where incremental), while drained.
-    async fn backup(&self, ctx: &StepContext, drained: &Drained) -> Result<StepReport, StrategyError>;
+    async fn backup(
+        &self,
+        ctx: &StepContext,
+        drained: &Drained,
+    ) -> Result<StepReport, StrategyError>;
 
     /// Refuse a target home (or data-store folder) that exists and is not empty, or is a file.
     async fn check_restore_target(&self, target: &HomeTarget) -> Result<(), StrategyError>;
 
     /// Restore `ctx.source()`'s home and data stores into `target`.
-    async fn restore(&self, ctx: &RestoreContext, target: &HomeTarget) -> Result<StepReport, StrategyError>;
+    async fn restore(
+        &self,
+        ctx: &RestoreContext,
+        target: &HomeTarget,
+    ) -> Result<StepReport, StrategyError>;
 }

@@ -1,1 +1,0 @@
-//! Generates a Bitbucket-shaped home of real git repositories (TODO(helper)).
