@@ -970,3 +970,74 @@ async fn none_refuses_to_extract_into_its_own_tree() {
     assert!(archive.extract(&info, &inside, &ctx).await.is_err());
     assert!(!inside.exists());
 }
+
+/// Cancels its token at the first progress of `phase` with bytes done.
+struct CancelAt {
+    phase: Phase,
+    token: CancellationToken,
+}
+
+impl bitbucket_diy_core::EventSink for CancelAt {
+    fn emit(&self, event: &Event) {
+        if let Event::Progress { phase, done, .. } = event {
+            if *phase == self.phase && *done > 0 {
+                self.token.cancel();
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn cancelled_verify_and_extract_stop_and_leave_nothing() {
+    let scratch = tempfile::tempdir().unwrap();
+    let working = conformance::working_folder(scratch.path());
+    std::fs::create_dir_all(working.home_dir()).unwrap();
+    for i in 0..4 {
+        let data = conformance::pseudo_random_bytes(20 + i, 8 << 20);
+        std::fs::write(working.home_dir().join(format!("pack-{i}")), data).unwrap();
+    }
+    for make in [
+        zstd_in as fn(&Path) -> Box<dyn ArchiveStrategy>,
+        gzip_in,
+        none_in,
+    ] {
+        let archive = make(scratch.path());
+        let (ctx, _) = context(&working, "cancel-read");
+        let info = match archive.find("cancel-read").await {
+            Ok(info) => info,
+            Err(_) => archive
+                .write(&working, &metadata("cancel-read"), &ctx)
+                .await
+                .unwrap(),
+        };
+        for (phase, target) in [
+            (Phase::Verify, None),
+            (Phase::Extract, Some(scratch.path().join("restore"))),
+        ] {
+            let token = CancellationToken::new();
+            let sink = Arc::new(CancelAt {
+                phase,
+                token: token.clone(),
+            });
+            let ctx =
+                StepContext::new("cancel-read".parse().unwrap(), working.clone(), sink, token);
+            let outcome = match &target {
+                None => archive.verify(&info, &ctx).await.map(|_| ()),
+                Some(target) => archive.extract(&info, target, &ctx).await.map(|_| ()),
+            };
+            assert!(
+                matches!(outcome, Err(ArchiveError::Cancelled)),
+                "{} {phase}: {outcome:?}",
+                archive.name()
+            );
+            if let Some(target) = target {
+                assert!(
+                    !target.exists(),
+                    "{}: a cancelled extraction left {}",
+                    archive.name(),
+                    target.display()
+                );
+            }
+        }
+    }
+}

@@ -265,3 +265,71 @@ mod option_secs {
             .transpose()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metadata() -> BackupMetadata {
+        BackupMetadata {
+            format_version: FORMAT_VERSION,
+            id: "b-1".parse().unwrap(),
+            created_at: jiff::Timestamp::UNIX_EPOCH,
+            tool_version: "0".into(),
+            bitbucket_version: None,
+            instance_url: None,
+            zero_downtime: false,
+            lock_window: None,
+            database: StrategyRecord::default(),
+            filesystem: StrategyRecord::default(),
+            data_stores: Vec::new(),
+        }
+    }
+
+    fn file(path: &str, content: &str) -> ManifestEntry {
+        ManifestEntry {
+            path: path.into(),
+            kind: EntryKind::File,
+            size: content.len() as u64,
+            sha256: Some(format!("sha-of-{content}")),
+            link: None,
+        }
+    }
+
+    #[test]
+    fn differences_name_the_entry_and_what_differs() {
+        let manifest = Manifest {
+            metadata: metadata(),
+            entries: vec![file("a", "x"), file("b", "y")],
+        };
+        assert_eq!(manifest.first_difference(&manifest.entries), None);
+
+        let cases = [
+            (vec![file("a", "x")], "b", "missing"),
+            (
+                vec![file("a", "x"), file("b", "y"), file("c", "z")],
+                "c",
+                "not in the manifest",
+            ),
+            (
+                vec![file("a", "x"), file("c", "z")],
+                "c",
+                "not in the manifest",
+            ),
+            (vec![file("a", "x"), file("b", "Y")], "b", "SHA-256"),
+            (vec![file("a", "x"), file("b", "yy")], "b", "bytes"),
+            (vec![file("b", "y"), file("a", "x")], "a", "order"),
+        ];
+        for (found, entry, reason) in cases {
+            let difference = manifest.first_difference(&found).expect("a difference");
+            assert_eq!(difference.entry, entry, "{difference:?}");
+            assert!(difference.reason.contains(reason), "{difference:?}");
+        }
+        let mut link = file("b", "y");
+        link.kind = EntryKind::Symlink;
+        let difference = manifest
+            .first_difference(&[file("a", "x"), link])
+            .expect("a difference");
+        assert!(difference.reason.contains("symlink"), "{difference:?}");
+    }
+}

@@ -5,8 +5,9 @@
 //! - `.bitbucket-diy/` is reserved for the metadata and the manifest;
 //! - only files, folders and symlinks (no hardlinks, devices, fifos, sparse or unknown entries);
 //! - no path appears twice;
-//! - no entry lies below a symlink of the archive, and no symlink replaces a folder that holds
-//!   entries: extraction never goes through a symlink;
+//! - no entry lies below a symlink or a file of the archive, and no symlink or file replaces a
+//!   folder that holds entries: extraction never goes through a symlink, and what `verify`
+//!   accepts, `extract` can write;
 //! - symlink targets are relative, and their `..` components only lead: `../../x` is judged
 //!   exactly from the link's own (real) folder, whereas `a/../..` could climb out through `a`
 //!   if `a` is itself a symlink, so it is refused rather than resolved on paper.
@@ -96,6 +97,7 @@ pub(crate) struct EntryRules {
     paths: HashSet<String>,
     folders_in_use: HashSet<String>,
     symlinks: HashSet<String>,
+    files: HashSet<String>,
 }
 
 impl EntryRules {
@@ -116,18 +118,25 @@ impl EntryRules {
             if self.symlinks.contains(ancestor) {
                 return Err(format!("the path goes through the symlink `{ancestor}`"));
             }
+            if self.files.contains(ancestor) {
+                return Err(format!("the path goes below the file `{ancestor}`"));
+            }
         }
         if self.paths.contains(path) {
             return Err("the path appears twice in the archive".to_owned());
         }
-        if kind == EntryKind::Symlink {
-            if self.folders_in_use.contains(path) {
-                return Err(
-                    "the symlink would replace a folder that holds other entries".to_owned(),
-                );
+        match kind {
+            EntryKind::Dir => {}
+            EntryKind::File | EntryKind::Symlink if self.folders_in_use.contains(path) => {
+                return Err("it would replace a folder that holds other entries".to_owned());
             }
-            check_symlink_target(path, link.unwrap_or_default())?;
-            self.symlinks.insert(path.to_owned());
+            EntryKind::File => {
+                self.files.insert(path.to_owned());
+            }
+            EntryKind::Symlink => {
+                check_symlink_target(path, link.unwrap_or_default())?;
+                self.symlinks.insert(path.to_owned());
+            }
         }
         for ancestor in ancestors(path) {
             if !self.folders_in_use.insert(ancestor.to_owned()) {
@@ -186,6 +195,10 @@ mod tests {
         assert!(rules.admit("h/l", EntryKind::File, None).is_err());
         rules.admit("h/d/f", EntryKind::File, None).unwrap();
         assert!(rules.admit("h/d", EntryKind::Symlink, Some("x")).is_err());
+        rules.admit("h/f", EntryKind::File, None).unwrap();
+        assert!(rules.admit("h/f/g", EntryKind::File, None).is_err());
+        rules.admit("h/e/f", EntryKind::File, None).unwrap();
+        assert!(rules.admit("h/e", EntryKind::File, None).is_err());
         assert!(
             rules
                 .admit(".bitbucket-diy/x", EntryKind::File, None)

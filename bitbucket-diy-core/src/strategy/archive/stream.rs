@@ -19,9 +19,12 @@ use crate::strategy::{ArchiveError, StepContext};
 /// vanish next to compression and hashing.
 pub(crate) const IO_BUFFER: usize = 1 << 20;
 
-/// Progress is reported at most this often.
+/// Progress is reported when this much time has passed since the last report…
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
-/// Cancellation and the clock are looked at after this many bytes.
+/// …or this fraction of the total (1%) has been done, so that a fast phase still shows its way.
+const PROGRESS_STEPS: u64 = 100;
+/// Cancellation, the clock and the count are looked at after this many bytes: reports are never
+/// more frequent than one per MiB.
 const CHECK_EVERY: u64 = 1 << 20;
 
 /// Marks an `io::Error` as "the run was cancelled".
@@ -125,6 +128,7 @@ pub(crate) struct Progress {
     done: u64,
     last_check: u64,
     last_report: Instant,
+    next_report_at: u64,
 }
 
 impl Progress {
@@ -138,7 +142,12 @@ impl Progress {
             done: 0,
             last_check: 0,
             last_report: Instant::now(),
+            next_report_at: Self::step(total),
         }
+    }
+
+    fn step(total: Option<u64>) -> u64 {
+        total.map_or(u64::MAX, |t| (t / PROGRESS_STEPS).max(1))
     }
 
     /// Count `bytes` more; reports when due. Fails when the run is cancelled.
@@ -149,7 +158,7 @@ impl Progress {
         }
         self.last_check = self.done;
         self.check_cancelled()?;
-        if self.last_report.elapsed() >= PROGRESS_INTERVAL {
+        if self.done >= self.next_report_at || self.last_report.elapsed() >= PROGRESS_INTERVAL {
             self.report();
         }
         Ok(())
@@ -167,6 +176,7 @@ impl Progress {
     /// Report the count now (at the end of the phase).
     pub(crate) fn report(&mut self) {
         self.last_report = Instant::now();
+        self.next_report_at = self.done.saturating_add(Self::step(self.total));
         self.ctx
             .progress(self.phase, self.done, self.total, Unit::Bytes);
     }

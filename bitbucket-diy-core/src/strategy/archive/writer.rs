@@ -195,3 +195,15 @@ fn write_error(archive: &Path, error: std::io::Error) -> ArchiveError {
 fn json_error(archive: &Path, error: serde_json::Error) -> ArchiveError {
     ArchiveError::io("writing", archive, std::io::Error::other(error))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::stored_link_target;
+
+    #[test]
+    fn link_targets_are_recorded_as_tar_stores_them() {
+        assert_eq!(stored_link_target("../a//b/./c/"), "../a/b/c");
+        assert_eq!(stored_link_target("./x"), "./x");
+        assert_eq!(stored_link_target("/etc//passwd"), "/etc/passwd");
+    }
+}
