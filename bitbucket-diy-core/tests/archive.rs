@@ -1041,3 +1041,27 @@ async fn cancelled_verify_and_extract_stop_and_leave_nothing() {
         }
     }
 }
+
+#[tokio::test]
+async fn empty_working_folder_is_archived_with_a_warning() {
+    let scratch = tempfile::tempdir().unwrap();
+    let working = conformance::working_folder(scratch.path());
+    std::fs::create_dir_all(working.root()).unwrap();
+    let archive = zstd_in(scratch.path());
+    let (ctx, events) = context(&working, "empty");
+    let info = archive
+        .write(&working, &metadata("empty"), &ctx)
+        .await
+        .unwrap();
+    let warned = events
+        .events()
+        .iter()
+        .any(|e| matches!(e, Event::Warning { message } if message.contains("has no content")));
+    assert!(
+        warned,
+        "no warning for an empty backup: {:?}",
+        events.events()
+    );
+    let report = archive.verify(&info, &ctx).await.unwrap();
+    assert!(report.manifest.entries.is_empty());
+}

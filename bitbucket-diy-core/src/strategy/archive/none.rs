@@ -70,6 +70,7 @@ impl NoArchive {
     ) -> Result<ArchiveInfo, ArchiveError> {
         let marker = self.marker_path();
         remove_if_present(&marker)?;
+        tree::warn_if_nothing_to_archive(self.root(), ctx);
         let total = tree::total_file_bytes(self.root(), ctx)?;
         let mut progress = Progress::start(ctx, Phase::Archive, Some(total));
         let mut entries = Vec::new();

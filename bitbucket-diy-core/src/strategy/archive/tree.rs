@@ -109,6 +109,21 @@ pub(crate) fn walk(
     Ok(())
 }
 
+/// Warns when `root` holds none of the archived folders: the backup would be empty, which is
+/// almost always a misconfigured working folder.
+pub(crate) fn warn_if_nothing_to_archive(root: &Path, ctx: &StepContext) {
+    if !ARCHIVED_FOLDERS
+        .iter()
+        .any(|f| fs::symlink_metadata(root.join(f)).is_ok())
+    {
+        ctx.warn(format!(
+            "{} holds none of {}: the backup has no content",
+            root.display(),
+            ARCHIVED_FOLDERS.join(", ")
+        ));
+    }
+}
+
 /// Total size of the regular files `walk` would visit (for progress).
 pub(crate) fn total_file_bytes(root: &Path, ctx: &StepContext) -> Result<u64, ArchiveError> {
     // A separate pass of lstat calls only: cheap next to reading the content, and it keeps memory

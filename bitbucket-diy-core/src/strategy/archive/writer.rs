@@ -25,6 +25,7 @@ pub(crate) fn write_tar<W: Write>(
     archive: &Path,
     ctx: &StepContext,
 ) -> Result<(W, Manifest), ArchiveError> {
+    tree::warn_if_nothing_to_archive(root, ctx);
     let total = tree::total_file_bytes(root, ctx)?;
     let mut progress = Progress::start(ctx, Phase::Archive, Some(total));
 
