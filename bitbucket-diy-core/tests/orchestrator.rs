@@ -9,7 +9,7 @@ use std::time::Duration;
 use bitbucket_diy_core::client::ClientError;
 use bitbucket_diy_core::config::HooksConfig;
 use bitbucket_diy_core::events::{Event, Phase, RecordedEvents};
-use bitbucket_diy_core::orchestrator::{BackupOrchestrator, Hooks, RestoreRequest};
+use bitbucket_diy_core::orchestrator::{Hooks, RestoreRequest};
 use bitbucket_diy_core::simulator::{Fault, SimEventKind};
 use bitbucket_diy_core::strategy::StrategyError;
 use bitbucket_diy_core::{Error, ErrorKind};

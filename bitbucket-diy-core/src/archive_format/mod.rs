@@ -70,7 +70,10 @@ pub struct StrategyRecord {
 impl StrategyRecord {
     /// A record of `name` from its step report.
     pub fn from_report(name: &str, report: &StepReport) -> Self {
-        Self { name: name.to_owned(), notes: report.notes.clone() }
+        Self {
+            name: name.to_owned(),
+            notes: report.notes.clone(),
+        }
     }
 }
 
@@ -121,7 +124,126 @@ impl Manifest {
 
     /// Number of regular files.
     pub fn file_count(&self) -> usize {
-        self.entries.iter().filter(|e| e.kind == EntryKind::File).count()
+        self.entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::File)
+            .count()
+    }
+
+    /// The first way in which `found` (the entries actually read, in order) differs from this
+    /// manifest, or `None` when they agree entry for entry.
+    ///
+    /// ```
+    /// # use bitbucket_diy_core::archive_format::{EntryKind, ManifestEntry};
+    /// # fn check(manifest: &bitbucket_diy_core::archive_format::Manifest) {
+    /// let found = vec![ManifestEntry {
+    ///     path: "bitbucket-home".into(), kind: EntryKind::Dir, size: 0, sha256: None, link: None,
+    /// }];
+    /// if let Some(difference) = manifest.first_difference(&found) {
+    ///     eprintln!("{}: {}", difference.entry, difference.reason);
+    /// }
+    /// # }
+    /// ```
+    pub fn first_difference(&self, found: &[ManifestEntry]) -> Option<EntryDifference> {
+        for (expected, actual) in self.entries.iter().zip(found) {
+            if expected.path != actual.path {
+                return Some(self.misplaced(found, expected, actual));
+            }
+            if let Some(reason) = expected.difference(actual) {
+                return Some(EntryDifference {
+                    entry: expected.path.clone(),
+                    reason,
+                });
+            }
+        }
+        if let Some(missing) = self.entries.get(found.len()) {
+            return Some(EntryDifference {
+                entry: missing.path.clone(),
+                reason: "listed in the manifest but missing from the backup".to_owned(),
+            });
+        }
+        found.get(self.entries.len()).map(|extra| EntryDifference {
+            entry: extra.path.clone(),
+            reason: "present in the backup but not in the manifest".to_owned(),
+        })
+    }
+
+    fn misplaced(
+        &self,
+        found: &[ManifestEntry],
+        expected: &ManifestEntry,
+        actual: &ManifestEntry,
+    ) -> EntryDifference {
+        let listed = self.entries.iter().any(|e| e.path == actual.path);
+        if !listed {
+            return EntryDifference {
+                entry: actual.path.clone(),
+                reason: "present in the backup but not in the manifest".to_owned(),
+            };
+        }
+        let present = found.iter().any(|e| e.path == expected.path);
+        let reason = if present {
+            "out of the order the manifest lists".to_owned()
+        } else {
+            "listed in the manifest but missing from the backup".to_owned()
+        };
+        EntryDifference {
+            entry: expected.path.clone(),
+            reason,
+        }
+    }
+}
+
+/// Where a backup's content departs from its manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryDifference {
+    /// The entry's path.
+    pub entry: String,
+    /// Expected vs found, in words.
+    pub reason: String,
+}
+
+impl ManifestEntry {
+    /// How `found` (same path) differs from this entry, in words.
+    fn difference(&self, found: &ManifestEntry) -> Option<String> {
+        if self.kind != found.kind {
+            return Some(format!(
+                "the manifest lists a {}, the backup holds a {}",
+                self.kind.noun(),
+                found.kind.noun()
+            ));
+        }
+        if self.size != found.size {
+            return Some(format!(
+                "the manifest lists {} bytes, the backup holds {}",
+                self.size, found.size
+            ));
+        }
+        if self.sha256 != found.sha256 {
+            return Some(format!(
+                "SHA-256 differs: manifest {}, content {}",
+                self.sha256.as_deref().unwrap_or("none"),
+                found.sha256.as_deref().unwrap_or("none")
+            ));
+        }
+        if self.link != found.link {
+            return Some(format!(
+                "symlink target differs: manifest `{}`, backup `{}`",
+                self.link.as_deref().unwrap_or_default(),
+                found.link.as_deref().unwrap_or_default()
+            ));
+        }
+        None
+    }
+}
+
+impl EntryKind {
+    fn noun(self) -> &'static str {
+        match self {
+            EntryKind::File => "file",
+            EntryKind::Dir => "folder",
+            EntryKind::Symlink => "symlink",
+        }
     }
 }
 
@@ -141,5 +263,73 @@ mod option_secs {
         Option::<f64>::deserialize(d)?
             .map(|s| Duration::try_from_secs_f64(s).map_err(serde::de::Error::custom))
             .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metadata() -> BackupMetadata {
+        BackupMetadata {
+            format_version: FORMAT_VERSION,
+            id: "b-1".parse().unwrap(),
+            created_at: jiff::Timestamp::UNIX_EPOCH,
+            tool_version: "0".into(),
+            bitbucket_version: None,
+            instance_url: None,
+            zero_downtime: false,
+            lock_window: None,
+            database: StrategyRecord::default(),
+            filesystem: StrategyRecord::default(),
+            data_stores: Vec::new(),
+        }
+    }
+
+    fn file(path: &str, content: &str) -> ManifestEntry {
+        ManifestEntry {
+            path: path.into(),
+            kind: EntryKind::File,
+            size: content.len() as u64,
+            sha256: Some(format!("sha-of-{content}")),
+            link: None,
+        }
+    }
+
+    #[test]
+    fn differences_name_the_entry_and_what_differs() {
+        let manifest = Manifest {
+            metadata: metadata(),
+            entries: vec![file("a", "x"), file("b", "y")],
+        };
+        assert_eq!(manifest.first_difference(&manifest.entries), None);
+
+        let cases = [
+            (vec![file("a", "x")], "b", "missing"),
+            (
+                vec![file("a", "x"), file("b", "y"), file("c", "z")],
+                "c",
+                "not in the manifest",
+            ),
+            (
+                vec![file("a", "x"), file("c", "z")],
+                "c",
+                "not in the manifest",
+            ),
+            (vec![file("a", "x"), file("b", "Y")], "b", "SHA-256"),
+            (vec![file("a", "x"), file("b", "yy")], "b", "bytes"),
+            (vec![file("b", "y"), file("a", "x")], "a", "order"),
+        ];
+        for (found, entry, reason) in cases {
+            let difference = manifest.first_difference(&found).expect("a difference");
+            assert_eq!(difference.entry, entry, "{difference:?}");
+            assert!(difference.reason.contains(reason), "{difference:?}");
+        }
+        let mut link = file("b", "y");
+        link.kind = EntryKind::Symlink;
+        let difference = manifest
+            .first_difference(&[file("a", "x"), link])
+            .expect("a difference");
+        assert!(difference.reason.contains("symlink"), "{difference:?}");
     }
 }

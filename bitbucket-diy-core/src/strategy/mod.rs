@@ -21,4 +21,3 @@ pub use error::{ArchiveError, StrategyError};
 pub use filesystem::{FilesystemCapabilities, FilesystemStrategy};
 pub use process::ChildCommand;
 pub use restore::{DatabaseTarget, HomeTarget, RestoreContext};
-mod pending;

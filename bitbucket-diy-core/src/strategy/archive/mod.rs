@@ -9,9 +9,17 @@ use serde::Serialize;
 use crate::archive_format::{BackupMetadata, Manifest};
 use crate::strategy::{ArchiveError, StepContext, WorkingFolder};
 
+mod codec;
+mod file_archive;
 pub mod none;
+mod policy;
+mod reader;
+mod safe_extract;
+mod stream;
 pub mod tar_gz;
 pub mod tar_zstd;
+mod tree;
+mod writer;
 
 pub use none::NoArchive;
 pub use tar_gz::TarGzArchive;

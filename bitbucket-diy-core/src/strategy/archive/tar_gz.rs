@@ -1,39 +1,77 @@
-//! `tar-gz`: the reference scripts' format.
+//! `tar-gz`: the reference scripts' format, with our manifest and safe extraction.
 
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 
 use crate::archive_format::{BackupMetadata, Manifest};
-use crate::strategy::{ArchiveError, ArchiveInfo, ArchiveStrategy, StepContext, VerifyReport, WorkingFolder};
+use crate::strategy::{
+    ArchiveError, ArchiveInfo, ArchiveStrategy, StepContext, VerifyReport, WorkingFolder,
+};
 
-/// TODO(helper)
-#[derive(Debug)]
+use super::codec::{Codec, Gzip};
+use super::file_archive::FileArchive;
+
+/// `<backup id>.tar.gz` files in one folder: the layout of the reference scripts' `tar -czf`
+/// archives (plus our metadata and manifest), for tools that expect gzip.
+///
+/// Same guarantees as [`super::TarZstdArchive`] (temporary dotfile, sync, rename; manifest;
+/// checked extraction), but gzip compresses on one thread. GNU tar reads the result (`tar -xzf`).
+#[derive(Debug, Clone)]
 pub struct TarGzArchive {
-    folder: PathBuf,
+    inner: FileArchive<Gzip>,
+}
+
+impl TarGzArchive {
+    /// Archives kept in `folder` (created owner-only if missing), compressed at gzip `level` (1–9).
+    pub fn new(folder: PathBuf, level: u32) -> Self {
+        Self {
+            inner: FileArchive::new(folder, Gzip { level }),
+        }
+    }
 }
 
 #[async_trait]
 impl ArchiveStrategy for TarGzArchive {
     fn name(&self) -> &str {
-        "tar-gz"
+        Gzip::NAME
     }
+
     fn folder(&self) -> &Path {
-        &self.folder
+        self.inner.folder()
     }
-    async fn write(&self, _source: &WorkingFolder, _metadata: &BackupMetadata, _ctx: &StepContext) -> Result<ArchiveInfo, ArchiveError> {
-        todo!()
+
+    async fn write(
+        &self,
+        source: &WorkingFolder,
+        metadata: &BackupMetadata,
+        ctx: &StepContext,
+    ) -> Result<ArchiveInfo, ArchiveError> {
+        self.inner.write(source, metadata, ctx).await
     }
+
     async fn list(&self) -> Result<Vec<ArchiveInfo>, ArchiveError> {
-        todo!()
+        self.inner.list().await
     }
-    async fn remove(&self, _archive: &ArchiveInfo) -> Result<(), ArchiveError> {
-        todo!()
+
+    async fn remove(&self, archive: &ArchiveInfo) -> Result<(), ArchiveError> {
+        self.inner.remove(archive).await
     }
-    async fn verify(&self, _archive: &ArchiveInfo, _ctx: &StepContext) -> Result<VerifyReport, ArchiveError> {
-        todo!()
+
+    async fn verify(
+        &self,
+        archive: &ArchiveInfo,
+        ctx: &StepContext,
+    ) -> Result<VerifyReport, ArchiveError> {
+        self.inner.verify(archive, ctx).await
     }
-    async fn extract(&self, _archive: &ArchiveInfo, _target: &Path, _ctx: &StepContext) -> Result<Manifest, ArchiveError> {
-        todo!()
+
+    async fn extract(
+        &self,
+        archive: &ArchiveInfo,
+        target: &Path,
+        ctx: &StepContext,
+    ) -> Result<Manifest, ArchiveError> {
+        self.inner.extract(archive, target, ctx).await
     }
 }
