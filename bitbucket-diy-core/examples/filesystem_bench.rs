@@ -47,15 +47,10 @@ async fn main() {
         generate(&home, &SampleHomeSpec::with_total_bytes(megabytes << 20)).unwrap();
     }
     let repos = SampleHome::repositories_dir(&home);
-    let bytes: u64 = walkdir::WalkDir::new(&home)
-        .into_iter()
-        .filter_map(|e| e.ok()?.metadata().ok())
-        .map(|m| m.len())
-        .sum();
-    let files = walkdir::WalkDir::new(&home)
-        .into_iter()
-        .filter(|e| e.as_ref().is_ok_and(|e| e.file_type().is_file()))
-        .count();
+    let bytes: u64 =
+        walkdir::WalkDir::new(&home).into_iter().filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum();
+    let files =
+        walkdir::WalkDir::new(&home).into_iter().filter(|e| e.as_ref().is_ok_and(|e| e.file_type().is_file())).count();
     println!(
         "home of {} repositories, {files} files, {:.0} MB (generated or found in {:.1?})",
         std::fs::read_dir(&repos).unwrap().count(),
@@ -87,48 +82,29 @@ async fn main() {
     let cache = drop_caches();
     let t = Instant::now();
     native.prepare(&ctx).await.unwrap();
-    println!(
-        "native prepare, empty copy ({cache}, {} threads): {:.2?}",
-        native.threads(),
-        t.elapsed()
-    );
+    println!("native prepare, empty copy ({cache}, {} threads): {:.2?}", native.threads(), t.elapsed());
     // A little change, as between the prepare pass and the locked one.
     commit_to_repo(&repos.join("3"), "bench change").unwrap();
     let cache = drop_caches();
     let t = Instant::now();
     native.prepare(&ctx).await.unwrap();
-    println!(
-        "native final pass, one commit changed ({cache}): {:.2?}",
-        t.elapsed()
-    );
+    println!("native final pass, one commit changed ({cache}): {:.2?}", t.elapsed());
     let t = Instant::now();
     native.prepare(&ctx).await.unwrap();
-    println!(
-        "native final pass, nothing changed (warm cache): {:.2?}",
-        t.elapsed()
-    );
+    println!("native final pass, nothing changed (warm cache): {:.2?}", t.elapsed());
 
     let plain = scratch.join("rsync-copy");
     let _ = std::fs::remove_dir_all(&plain);
     let cache = drop_caches();
     let t = Instant::now();
     rsync(&home, &plain);
-    println!(
-        "rsync -a --delete, empty copy ({cache}): {:.2?}",
-        t.elapsed()
-    );
+    println!("rsync -a --delete, empty copy ({cache}): {:.2?}", t.elapsed());
     commit_to_repo(&repos.join("4"), "bench change").unwrap();
     let cache = drop_caches();
     let t = Instant::now();
     rsync(&home, &plain);
-    println!(
-        "rsync -a --delete, one commit changed ({cache}): {:.2?}",
-        t.elapsed()
-    );
+    println!("rsync -a --delete, one commit changed ({cache}): {:.2?}", t.elapsed());
     let t = Instant::now();
     rsync(&home, &plain);
-    println!(
-        "rsync -a --delete, nothing changed (warm cache): {:.2?}",
-        t.elapsed()
-    );
+    println!("rsync -a --delete, nothing changed (warm cache): {:.2?}", t.elapsed());
 }

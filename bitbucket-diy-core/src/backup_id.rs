@@ -47,9 +47,7 @@ impl FromStr for BackupId {
         } else {
             Err(ConfigError::invalid(
                 "backup id",
-                format!(
-                    "`{s}` must be 1-100 ASCII letters, digits, '.', '_' or '-', not starting with '.' or '-'"
-                ),
+                format!("`{s}` must be 1-100 ASCII letters, digits, '.', '_' or '-', not starting with '.' or '-'"),
             ))
         }
     }

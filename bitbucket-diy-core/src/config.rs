@@ -231,7 +231,8 @@ fn default_request_timeout() -> Duration {
 impl<'de> Deserialize<'de> for BitbucketConfig {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let raw = RawBitbucket::deserialize(d)?;
-        let keys = SecretKeys { password: raw.password, password_env: raw.password_env, password_file: raw.password_file };
+        let keys =
+            SecretKeys { password: raw.password, password_env: raw.password_env, password_file: raw.password_file };
         let password = SecretSource::from_keys("bitbucket", keys).map_err(serde::de::Error::custom)?;
         Ok(Self {
             url: raw.url,
@@ -323,7 +324,8 @@ struct RawPostgres {
 impl<'de> Deserialize<'de> for PostgresConfig {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let raw = RawPostgres::deserialize(d)?;
-        let keys = SecretKeys { password: raw.password, password_env: raw.password_env, password_file: raw.password_file };
+        let keys =
+            SecretKeys { password: raw.password, password_env: raw.password_env, password_file: raw.password_file };
         let password = SecretSource::from_keys("database", keys).map_err(serde::de::Error::custom)?;
         if raw.jobs == 0 {
             return Err(serde::de::Error::custom("database.jobs must be at least 1"));
@@ -383,7 +385,8 @@ struct RawMysql {
 impl<'de> Deserialize<'de> for MysqlConfig {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let raw = RawMysql::deserialize(d)?;
-        let keys = SecretKeys { password: raw.password, password_env: raw.password_env, password_file: raw.password_file };
+        let keys =
+            SecretKeys { password: raw.password, password_env: raw.password_env, password_file: raw.password_file };
         let password = SecretSource::from_keys("database", keys).map_err(serde::de::Error::custom)?;
         Ok(Self {
             host: raw.host,
@@ -724,11 +727,15 @@ impl BackupConfig {
         }
         for store in &self.filesystem.data_stores {
             if !store.is_absolute() {
-                return Err(ConfigError::invalid("filesystem.data_stores", format!("{} must be absolute", store.display())));
+                return Err(ConfigError::invalid(
+                    "filesystem.data_stores",
+                    format!("{} must be absolute", store.display()),
+                ));
             }
         }
-        crate::backup_id::BackupId::generate(&self.backup.id_prefix, jiff::Timestamp::UNIX_EPOCH)
-            .map_err(|_| ConfigError::invalid("backup.id_prefix", "may hold only ASCII letters, digits, '.', '_' and '-'"))?;
+        crate::backup_id::BackupId::generate(&self.backup.id_prefix, jiff::Timestamp::UNIX_EPOCH).map_err(|_| {
+            ConfigError::invalid("backup.id_prefix", "may hold only ASCII letters, digits, '.', '_' and '-'")
+        })?;
         if self.backup.poll_interval.is_zero() {
             return Err(ConfigError::invalid("backup.poll_interval", "must be more than zero"));
         }
@@ -786,7 +793,9 @@ impl BackupConfig {
             (_, Some(folder)) if !folder.is_absolute() => {
                 return Err(ConfigError::invalid("archive.folder", "must be an absolute path"));
             }
-            (_, Some(folder)) if folder.starts_with(&self.backup.working_folder) || folder.starts_with(&self.filesystem.home) => {
+            (_, Some(folder))
+                if folder.starts_with(&self.backup.working_folder) || folder.starts_with(&self.filesystem.home) =>
+            {
                 return Err(ConfigError::invalid(
                     "archive.folder",
                     "must be outside backup.working_folder and filesystem.home",
@@ -890,11 +899,7 @@ pub fn find_config_file(explicit: Option<&Path>) -> Result<PathBuf, ConfigError>
         return Ok(path.to_owned());
     }
     let searched = default_search_paths();
-    searched
-        .iter()
-        .find(|p| p.is_file())
-        .cloned()
-        .ok_or(ConfigError::NotFound { searched })
+    searched.iter().find(|p| p.is_file()).cloned().ok_or(ConfigError::NotFound { searched })
 }
 
 #[cfg(test)]

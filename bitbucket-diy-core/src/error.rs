@@ -185,7 +185,9 @@ pub enum Error {
         during: Option<crate::events::Phase>,
     },
     /// The locked phase ran longer than allowed; the work was stopped and the instance unlocked.
-    #[error("the locked phase exceeded backup.locked_timeout ({limit:?}); the backup was stopped and Bitbucket unlocked")]
+    #[error(
+        "the locked phase exceeded backup.locked_timeout ({limit:?}); the backup was stopped and Bitbucket unlocked"
+    )]
     LockedTimeout {
         /// The limit.
         limit: std::time::Duration,

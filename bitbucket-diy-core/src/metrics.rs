@@ -56,8 +56,7 @@ const LAST_SUCCESS: &str = "bitbucket_diy_last_success_timestamp_seconds";
 /// last-success time when this run failed.
 pub fn write_metrics(path: &Path, metrics: &RunMetrics) -> Result<(), Error> {
     let previous_success = std::fs::read_to_string(path).ok().and_then(|text| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(LAST_SUCCESS).map(str::trim).and_then(|v| v.parse::<f64>().ok()))
+        text.lines().find_map(|l| l.strip_prefix(LAST_SUCCESS).map(str::trim).and_then(|v| v.parse::<f64>().ok()))
     });
     let now = metrics.finished_at.as_millisecond() as f64 / 1000.0;
     let last_success = if metrics.exit_code == 0 { Some(now) } else { previous_success };
@@ -70,11 +69,27 @@ pub fn write_metrics(path: &Path, metrics: &RunMetrics) -> Result<(), Error> {
     };
     gauge("bitbucket_diy_last_run_timestamp_seconds", "When the last backup run ended.", Some(now));
     gauge(LAST_SUCCESS, "When the last successful backup ended.", last_success);
-    gauge("bitbucket_diy_last_run_success", "1 if the last run succeeded, else 0.", Some(f64::from(u8::from(metrics.exit_code == 0))));
+    gauge(
+        "bitbucket_diy_last_run_success",
+        "1 if the last run succeeded, else 0.",
+        Some(f64::from(u8::from(metrics.exit_code == 0))),
+    );
     gauge("bitbucket_diy_last_run_exit_code", "Exit code of the last run.", Some(f64::from(metrics.exit_code)));
-    gauge("bitbucket_diy_last_run_duration_seconds", "Wall time of the last run.", Some(metrics.duration.as_secs_f64()));
-    gauge("bitbucket_diy_last_lock_window_seconds", "Lock to unlock of the last run.", metrics.lock_window.map(|d| d.as_secs_f64()));
-    gauge("bitbucket_diy_last_archive_bytes", "Size of the last archive written.", metrics.archive_bytes.map(|b| b as f64));
+    gauge(
+        "bitbucket_diy_last_run_duration_seconds",
+        "Wall time of the last run.",
+        Some(metrics.duration.as_secs_f64()),
+    );
+    gauge(
+        "bitbucket_diy_last_lock_window_seconds",
+        "Lock to unlock of the last run.",
+        metrics.lock_window.map(|d| d.as_secs_f64()),
+    );
+    gauge(
+        "bitbucket_diy_last_archive_bytes",
+        "Size of the last archive written.",
+        metrics.archive_bytes.map(|b| b as f64),
+    );
     if let Some(kind) = metrics.error_kind {
         text.push_str(&format!(
             "# HELP bitbucket_diy_last_run_error Error kind of the last failed run.\n# TYPE bitbucket_diy_last_run_error gauge\nbitbucket_diy_last_run_error{{kind=\"{kind}\"}} 1\n"

@@ -321,11 +321,17 @@ impl Mapper<'_> {
         let user = self.scalar("BITBUCKET_BACKUP_USER").unwrap_or_else(|| "admin".to_owned());
         let _ = writeln!(out, "\n[bitbucket]\nurl = {}\nuser = {}", quote(url.trim_end_matches('/')), quote(&user));
         if self.scalar("BITBUCKET_BACKUP_PASS").is_some() {
-            self.warn("BITBUCKET_BACKUP_PASS", "holds a password: not copied; export BITBUCKET_DIY_BITBUCKET_PASSWORD or set password_file");
+            self.warn(
+                "BITBUCKET_BACKUP_PASS",
+                "holds a password: not copied; export BITBUCKET_DIY_BITBUCKET_PASSWORD or set password_file",
+            );
         }
         out.push_str("password_env = \"BITBUCKET_DIY_BITBUCKET_PASSWORD\"\n");
         if self.scalar("CURL_OPTIONS").is_some_and(|o| o.split_whitespace().any(|w| w == "-k" || w == "--insecure")) {
-            self.warn("CURL_OPTIONS", "used -k (no TLS verification): prefer ca_cert; insecure_skip_tls_verify = true if you must");
+            self.warn(
+                "CURL_OPTIONS",
+                "used -k (no TLS verification): prefer ca_cert; insecure_skip_tls_verify = true if you must",
+            );
         }
         if self.scalar("INSTANCE_TYPE").as_deref() == Some("bitbucket-mesh") {
             out.push_str("instance_type = \"mesh\"\n");
@@ -341,7 +347,10 @@ impl Mapper<'_> {
             _ if mesh => out.push_str("type = \"none\"  # Mesh nodes have no database of their own\n"),
             "postgresql" | "postgresql-docker" => {
                 if kind == "postgresql-docker" {
-                    self.warn("BACKUP_DATABASE_TYPE", "postgresql-docker: we dump over TCP with pg_dump; point host/port at the container");
+                    self.warn(
+                        "BACKUP_DATABASE_TYPE",
+                        "postgresql-docker: we dump over TCP with pg_dump; point host/port at the container",
+                    );
                 }
                 let host = self.scalar("POSTGRES_HOST").unwrap_or_else(|| "localhost".to_owned());
                 let _ = writeln!(out, "type = \"postgresql\"\nhost = {}", quote(&host));
@@ -353,7 +362,10 @@ impl Mapper<'_> {
                     let _ = writeln!(out, "user = {}", quote(&user));
                 }
                 if self.scalar("PGPASSWORD").is_some() {
-                    self.warn("PGPASSWORD", "holds a password: not copied; export BITBUCKET_DIY_DATABASE_PASSWORD or set password_file");
+                    self.warn(
+                        "PGPASSWORD",
+                        "holds a password: not copied; export BITBUCKET_DIY_DATABASE_PASSWORD or set password_file",
+                    );
                 }
                 out.push_str("password_env = \"BITBUCKET_DIY_DATABASE_PASSWORD\"\n");
             }
@@ -367,7 +379,10 @@ impl Mapper<'_> {
                     let _ = writeln!(out, "user = {}", quote(&user));
                 }
                 if self.scalar("MYSQL_PASSWORD").is_some() {
-                    self.warn("MYSQL_PASSWORD", "holds a password: not copied; export BITBUCKET_DIY_DATABASE_PASSWORD or set password_file");
+                    self.warn(
+                        "MYSQL_PASSWORD",
+                        "holds a password: not copied; export BITBUCKET_DIY_DATABASE_PASSWORD or set password_file",
+                    );
                 }
                 out.push_str("password_env = \"BITBUCKET_DIY_DATABASE_PASSWORD\"\n");
                 if let Some(options) = self.get("MYSQL_BACKUP_OPTIONS") {
@@ -378,7 +393,10 @@ impl Mapper<'_> {
                 out.push_str("type = \"none\"  # the data directory is on the snapshotted volume\n");
             }
             other => {
-                self.warn("BACKUP_DATABASE_TYPE", format!("`{other}` has no built-in equivalent: written as a `command` strategy to fill in"));
+                self.warn(
+                    "BACKUP_DATABASE_TYPE",
+                    format!("`{other}` has no built-in equivalent: written as a `command` strategy to fill in"),
+                );
                 out.push_str(
                     "type = \"command\"\nbackup = \"echo 'write the database backup into $BITBUCKET_DIY_DATABASE_DIR' && false\"\n\
                      restore = \"echo 'restore from $BITBUCKET_DIY_DATABASE_DIR into $BITBUCKET_DIY_TARGET_DATABASE' && false\"\n",
@@ -389,21 +407,37 @@ impl Mapper<'_> {
 
     fn filesystem(&mut self, out: &mut String) {
         let kind = self.type_var("BACKUP_DISK_TYPE", "BACKUP_HOME_TYPE").unwrap_or_else(|| "rsync".to_owned());
-        let home = self.scalar("BITBUCKET_HOME").unwrap_or_else(|| "/var/atlassian/application-data/bitbucket".to_owned());
+        let home =
+            self.scalar("BITBUCKET_HOME").unwrap_or_else(|| "/var/atlassian/application-data/bitbucket".to_owned());
         out.push_str("\n[filesystem]\n");
         match kind.as_str() {
             "rsync" => out.push_str("type = \"native\"  # the scripts used rsync; \"rsync\" is available too\n"),
             "zfs" => {
-                let names = self.get("ZFS_FILESYSTEM_NAMES").or_else(|| self.get("ZFS_HOME_TANK_NAME")).map(|v| v.items()).unwrap_or_default();
-                let snapshot = names.iter().map(|fs| format!("zfs snapshot {fs}@$BITBUCKET_DIY_BACKUP_ID")).collect::<Vec<_>>().join(" && ");
-                let rollback = names.iter().map(|fs| format!("zfs rollback -r {fs}@$BITBUCKET_DIY_BACKUP_ID")).collect::<Vec<_>>().join(" && ");
+                let names = self
+                    .get("ZFS_FILESYSTEM_NAMES")
+                    .or_else(|| self.get("ZFS_HOME_TANK_NAME"))
+                    .map(|v| v.items())
+                    .unwrap_or_default();
+                let snapshot = names
+                    .iter()
+                    .map(|fs| format!("zfs snapshot {fs}@$BITBUCKET_DIY_BACKUP_ID"))
+                    .collect::<Vec<_>>()
+                    .join(" && ");
+                let rollback = names
+                    .iter()
+                    .map(|fs| format!("zfs rollback -r {fs}@$BITBUCKET_DIY_BACKUP_ID"))
+                    .collect::<Vec<_>>()
+                    .join(" && ");
                 let _ = writeln!(
                     out,
                     "type = \"command\"\nbackup_command = {}\nrestore_command = {}\natomic_snapshot = true",
                     quote(&snapshot),
                     quote(&rollback)
                 );
-                self.warn("BACKUP_DISK_TYPE", "zfs: written as `command` snapshots; retention of ZFS snapshots is yours (a hook)");
+                self.warn(
+                    "BACKUP_DISK_TYPE",
+                    "zfs: written as `command` snapshots; retention of ZFS snapshots is yours (a hook)",
+                );
             }
             other => {
                 self.warn("BACKUP_DISK_TYPE", format!("`{other}` has no built-in equivalent: written as `native`; snapshot commands go in type = \"command\""));
@@ -422,7 +456,9 @@ impl Mapper<'_> {
                     let list = ids.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
                     let _ = writeln!(out, "exclude_repos = [{list}]");
                 }
-                Err(_) => self.warn("BITBUCKET_BACKUP_EXCLUDE_REPOS", "holds something other than repository ids; not copied"),
+                Err(_) => {
+                    self.warn("BITBUCKET_BACKUP_EXCLUDE_REPOS", "holds something other than repository ids; not copied")
+                }
             }
         }
     }
@@ -432,9 +468,14 @@ impl Mapper<'_> {
         out.push_str("\n[archive]\n");
         match kind.as_str() {
             "tar" => out.push_str("type = \"tar-zstd\"  # the scripts wrote .tar.gz; \"tar-gz\" keeps that format\n"),
-            "" => out.push_str("type = \"none\"  # no archive type was set: the working folder holds the latest backup\n"),
+            "" => {
+                out.push_str("type = \"none\"  # no archive type was set: the working folder holds the latest backup\n")
+            }
             other => {
-                self.warn("BACKUP_ARCHIVE_TYPE", format!("`{other}` has no built-in equivalent yet: written as tar-zstd"));
+                self.warn(
+                    "BACKUP_ARCHIVE_TYPE",
+                    format!("`{other}` has no built-in equivalent yet: written as tar-zstd"),
+                );
                 out.push_str("type = \"tar-zstd\"\n");
             }
         }
@@ -465,7 +506,8 @@ impl Mapper<'_> {
                 out.push_str("working_folder = \"/backup/work\"  # TODO\n");
             }
         }
-        let prefix = self.scalar("SNAPSHOT_TAG_PREFIX").or_else(|| self.scalar("INSTANCE_NAME").map(|n| format!("{n}-")));
+        let prefix =
+            self.scalar("SNAPSHOT_TAG_PREFIX").or_else(|| self.scalar("INSTANCE_NAME").map(|n| format!("{n}-")));
         if let Some(prefix) = prefix {
             let _ = writeln!(out, "id_prefix = {}", quote(&prefix));
         }
@@ -566,7 +608,8 @@ BITBUCKET_VERBOSE_BACKUP=${BITBUCKET_VERBOSE_BACKUP:-true}"#;
     #[test]
     fn what_does_not_map_is_reported_by_line() {
         let warnings = import_vars(VARS).warnings;
-        let find = |var: &str| warnings.iter().find(|w| w.variable == var).unwrap_or_else(|| panic!("{var}: {warnings:?}"));
+        let find =
+            |var: &str| warnings.iter().find(|w| w.variable == var).unwrap_or_else(|| panic!("{var}: {warnings:?}"));
         assert_eq!(find("psql_version").line, 23);
         assert!(find("psql_version").message.contains("command substitution"));
         assert!(find("PG_PARALLEL").message.contains("if/case"));

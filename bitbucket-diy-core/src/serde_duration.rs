@@ -43,10 +43,8 @@ pub mod friendly {
 
     /// Parse `"30s"`, `"10m"`, `"1h 30m"`, `"250ms"`.
     pub fn parse(text: &str) -> Result<Duration, String> {
-        let sd: jiff::SignedDuration = text
-            .trim()
-            .parse()
-            .map_err(|e| format!("`{text}` is not a duration such as \"30s\" or \"10m\": {e}"))?;
+        let sd: jiff::SignedDuration =
+            text.trim().parse().map_err(|e| format!("`{text}` is not a duration such as \"30s\" or \"10m\": {e}"))?;
         Duration::try_from(sd).map_err(|_| format!("`{text}` must not be negative"))
     }
 }

@@ -41,7 +41,9 @@ async fn backup_then_restore_round_trips_a_real_home() {
         .collect();
     assert_eq!(progress, vec![50, 100]);
     let phases: Vec<Phase> = report.phases.iter().map(|p| p.phase).collect();
-    for phase in [Phase::PrepareFilesystem, Phase::Lock, Phase::Drain, Phase::BackupFilesystem, Phase::Unlock, Phase::Archive] {
+    for phase in
+        [Phase::PrepareFilesystem, Phase::Lock, Phase::Drain, Phase::BackupFilesystem, Phase::Unlock, Phase::Archive]
+    {
         assert!(phases.contains(&phase), "{phase} missing from {phases:?}");
     }
     assert!(events.events().iter().any(|e| matches!(e, Event::Unlocked { .. })));
@@ -69,7 +71,11 @@ async fn archives_are_listed_newest_first_and_pruned() {
         ids.push(orchestrator.backup(CancellationToken::new()).await.unwrap().id);
     }
     let listed: Vec<_> = orchestrator.list_backups().await.unwrap().into_iter().map(|a| a.metadata.id).collect();
-    assert_eq!(listed, vec![ids[2].clone(), ids[1].clone()], "two runs within one second get -2 suffixes, newest first");
+    assert_eq!(
+        listed,
+        vec![ids[2].clone(), ids[1].clone()],
+        "two runs within one second get -2 suffixes, newest first"
+    );
 }
 
 #[tokio::test]
@@ -87,11 +93,8 @@ async fn lock_refused_leaves_no_archive_and_no_lock_of_ours() {
 async fn never_draining_times_out_cancels_the_task_and_unlocks() {
     let bench = Bench::new().await;
     bench.sim.add_fault(Fault::NeverDrain);
-    let orchestrator = bench
-        .orchestrator()
-        .with_options(|o| o.drain.timeout = Duration::from_millis(600))
-        .build()
-        .unwrap();
+    let orchestrator =
+        bench.orchestrator().with_options(|o| o.drain.timeout = Duration::from_millis(600)).build().unwrap();
     let err = orchestrator.backup(CancellationToken::new()).await.unwrap_err();
     assert!(matches!(err, Error::Client(ClientError::DrainTimeout { .. })), "{err}");
     bench.assert_unlocked_and_task_ended();
@@ -102,11 +105,8 @@ async fn never_draining_times_out_cancels_the_task_and_unlocks() {
 async fn only_one_state_draining_is_not_enough() {
     let bench = Bench::new().await;
     bench.sim.add_fault(Fault::OnlyDatabaseDrains);
-    let orchestrator = bench
-        .orchestrator()
-        .with_options(|o| o.drain.timeout = Duration::from_millis(600))
-        .build()
-        .unwrap();
+    let orchestrator =
+        bench.orchestrator().with_options(|o| o.drain.timeout = Duration::from_millis(600)).build().unwrap();
     let err = orchestrator.backup(CancellationToken::new()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
     bench.assert_unlocked_and_task_ended();
@@ -115,7 +115,8 @@ async fn only_one_state_draining_is_not_enough() {
 #[tokio::test]
 async fn a_failing_database_step_stops_the_copy_and_unlocks() {
     let bench = Bench::new().await;
-    let orchestrator = bench.orchestrator().database(support::FaultyDatabase::new(StepFault::FailBackup)).build().unwrap();
+    let orchestrator =
+        bench.orchestrator().database(support::FaultyDatabase::new(StepFault::FailBackup)).build().unwrap();
     let err = orchestrator.backup(CancellationToken::new()).await.unwrap_err();
     assert!(matches!(err, Error::Database(StrategyError::Custom { .. })), "{err}");
     bench.assert_unlocked_and_task_ended();
@@ -229,7 +230,8 @@ async fn zero_downtime_is_refused_without_atomic_snapshots() {
 async fn zero_downtime_with_snapshots_never_locks() {
     let bench = Bench::new().await;
     let snapshot = support::FaultyFilesystem::atomic(bench.native());
-    let orchestrator = bench.orchestrator().filesystem(snapshot).with_options(|o| o.zero_downtime = true).build().unwrap();
+    let orchestrator =
+        bench.orchestrator().filesystem(snapshot).with_options(|o| o.zero_downtime = true).build().unwrap();
     let report = orchestrator.backup(CancellationToken::new()).await.unwrap();
     assert!(report.zero_downtime && report.lock_window.is_none());
     assert!(bench.sim.events().iter().all(|e| !matches!(e.kind, SimEventKind::Locked { .. })));
@@ -290,7 +292,10 @@ async fn restore_refuses_a_non_empty_home_and_a_foreign_database_strategy() {
 
     let other = bench.orchestrator().database(support::FaultyDatabase::new(StepFault::None)).build().unwrap();
     let err = other
-        .restore(&RestoreRequest::new(report.id.as_str(), bench.dir.path().join("new"), Some("x".into())), CancellationToken::new())
+        .restore(
+            &RestoreRequest::new(report.id.as_str(), bench.dir.path().join("new"), Some("x".into())),
+            CancellationToken::new(),
+        )
         .await
         .unwrap_err();
     assert!(err.to_string().contains("`none` database strategy"), "{err}");

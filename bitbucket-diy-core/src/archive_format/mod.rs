@@ -70,10 +70,7 @@ pub struct StrategyRecord {
 impl StrategyRecord {
     /// A record of `name` from its step report.
     pub fn from_report(name: &str, report: &StepReport) -> Self {
-        Self {
-            name: name.to_owned(),
-            notes: report.notes.clone(),
-        }
+        Self { name: name.to_owned(), notes: report.notes.clone() }
     }
 }
 
@@ -124,10 +121,7 @@ impl Manifest {
 
     /// Number of regular files.
     pub fn file_count(&self) -> usize {
-        self.entries
-            .iter()
-            .filter(|e| e.kind == EntryKind::File)
-            .count()
+        self.entries.iter().filter(|e| e.kind == EntryKind::File).count()
     }
 
     /// The first way in which `found` (the entries actually read, in order) differs from this
@@ -150,10 +144,7 @@ impl Manifest {
                 return Some(self.misplaced(found, expected, actual));
             }
             if let Some(reason) = expected.difference(actual) {
-                return Some(EntryDifference {
-                    entry: expected.path.clone(),
-                    reason,
-                });
+                return Some(EntryDifference { entry: expected.path.clone(), reason });
             }
         }
         if let Some(missing) = self.entries.get(found.len()) {
@@ -168,12 +159,7 @@ impl Manifest {
         })
     }
 
-    fn misplaced(
-        &self,
-        found: &[ManifestEntry],
-        expected: &ManifestEntry,
-        actual: &ManifestEntry,
-    ) -> EntryDifference {
+    fn misplaced(&self, found: &[ManifestEntry], expected: &ManifestEntry, actual: &ManifestEntry) -> EntryDifference {
         let listed = self.entries.iter().any(|e| e.path == actual.path);
         if !listed {
             return EntryDifference {
@@ -187,10 +173,7 @@ impl Manifest {
         } else {
             "listed in the manifest but missing from the backup".to_owned()
         };
-        EntryDifference {
-            entry: expected.path.clone(),
-            reason,
-        }
+        EntryDifference { entry: expected.path.clone(), reason }
     }
 }
 
@@ -214,10 +197,7 @@ impl ManifestEntry {
             ));
         }
         if self.size != found.size {
-            return Some(format!(
-                "the manifest lists {} bytes, the backup holds {}",
-                self.size, found.size
-            ));
+            return Some(format!("the manifest lists {} bytes, the backup holds {}", self.size, found.size));
         }
         if self.sha256 != found.sha256 {
             return Some(format!(
@@ -298,24 +278,13 @@ mod tests {
 
     #[test]
     fn differences_name_the_entry_and_what_differs() {
-        let manifest = Manifest {
-            metadata: metadata(),
-            entries: vec![file("a", "x"), file("b", "y")],
-        };
+        let manifest = Manifest { metadata: metadata(), entries: vec![file("a", "x"), file("b", "y")] };
         assert_eq!(manifest.first_difference(&manifest.entries), None);
 
         let cases = [
             (vec![file("a", "x")], "b", "missing"),
-            (
-                vec![file("a", "x"), file("b", "y"), file("c", "z")],
-                "c",
-                "not in the manifest",
-            ),
-            (
-                vec![file("a", "x"), file("c", "z")],
-                "c",
-                "not in the manifest",
-            ),
+            (vec![file("a", "x"), file("b", "y"), file("c", "z")], "c", "not in the manifest"),
+            (vec![file("a", "x"), file("c", "z")], "c", "not in the manifest"),
             (vec![file("a", "x"), file("b", "Y")], "b", "SHA-256"),
             (vec![file("a", "x"), file("b", "yy")], "b", "bytes"),
             (vec![file("b", "y"), file("a", "x")], "a", "order"),
@@ -327,9 +296,7 @@ mod tests {
         }
         let mut link = file("b", "y");
         link.kind = EntryKind::Symlink;
-        let difference = manifest
-            .first_difference(&[file("a", "x"), link])
-            .expect("a difference");
+        let difference = manifest.first_difference(&[file("a", "x"), link]).expect("a difference");
         assert!(difference.reason.contains("symlink"), "{difference:?}");
     }
 }

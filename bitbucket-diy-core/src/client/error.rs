@@ -97,7 +97,9 @@ pub enum ClientError {
         after: Duration,
     },
     /// The backup task ended (or never ran) before both states drained.
-    #[error("Bitbucket's backup task is {task_state} before draining finished (db-state {db_state}, scm-state {scm_state})")]
+    #[error(
+        "Bitbucket's backup task is {task_state} before draining finished (db-state {db_state}, scm-state {scm_state})"
+    )]
     DrainFailed {
         /// The task state seen.
         task_state: TaskState,

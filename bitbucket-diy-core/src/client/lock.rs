@@ -67,8 +67,8 @@ pub struct MaintenanceLock {
 }
 
 impl MaintenanceLock {
-    pub(crate) fn new(client: MaintenanceClient, token: UnlockToken, owner: LockOwner) -> Self {
-        Self { client, token: Some(token), owner, locked_at: Instant::now() }
+    pub(crate) fn new(client: MaintenanceClient, token: UnlockToken, owner: LockOwner, locked_at: Instant) -> Self {
+        Self { client, token: Some(token), owner, locked_at }
     }
 
     /// The unlock token (also authorises progress reports).
@@ -82,7 +82,7 @@ impl MaintenanceLock {
         &self.owner
     }
 
-    /// When the lock was granted.
+    /// When the lock was requested (the lock window starts here).
     pub fn locked_at(&self) -> Instant {
         self.locked_at
     }

@@ -121,8 +121,11 @@ impl MaintenanceClient {
 
     /// `POST /mvc/maintenance/lock`. Not retried.
     pub async fn lock(&self) -> Result<MaintenanceLock, ClientError> {
+        // Timed from before the request: the lock window we report is never shorter than the
+        // one users saw.
+        let requested_at = std::time::Instant::now();
         let (token, owner) = self.inner.lock().await?;
-        Ok(MaintenanceLock::new(self.clone(), token, owner))
+        Ok(MaintenanceLock::new(self.clone(), token, owner, requested_at))
     }
 
     /// `POST /mvc/admin/backups?external=true` with the maintenance token. Not retried.

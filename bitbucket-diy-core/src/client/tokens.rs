@@ -36,8 +36,14 @@ macro_rules! token_type {
     };
 }
 
-token_type!(UnlockToken, "The token `POST /mvc/maintenance/lock` returns: it unlocks the instance and authorises progress reports.");
-token_type!(CancelToken, "The token `POST /mvc/admin/backups?external=true` returns: it cancels the server-side backup task.");
+token_type!(
+    UnlockToken,
+    "The token `POST /mvc/maintenance/lock` returns: it unlocks the instance and authorises progress reports."
+);
+token_type!(
+    CancelToken,
+    "The token `POST /mvc/admin/backups?external=true` returns: it cancels the server-side backup task."
+);
 
 #[cfg(test)]
 mod tests {

@@ -30,7 +30,8 @@ impl BackupOrchestrator {
         let warnings = Arc::new(WarningLog::new(self.events.clone()));
         let events: Arc<dyn EventSink> = warnings.clone();
         let _run_lock = RunLock::acquire(&self.working)?;
-        let mut hook_env = HookEnv { working_folder: self.working.root().to_owned(), status: "running", ..HookEnv::default() };
+        let mut hook_env =
+            HookEnv { working_folder: self.working.root().to_owned(), status: "running", ..HookEnv::default() };
 
         let outcome = self.run_backup(&cancel, &events, &mut hook_env).await;
         match &outcome {
@@ -133,7 +134,10 @@ impl BackupOrchestrator {
             r
         };
         let filesystem = async {
-            let r = timer.run(Phase::PrepareFilesystem, self.filesystem.prepare(&step_ctx)).await.map_err(Error::Filesystem);
+            let r = timer
+                .run(Phase::PrepareFilesystem, self.filesystem.prepare(&step_ctx))
+                .await
+                .map_err(Error::Filesystem);
             if r.is_err() {
                 stop.cancel();
             }
@@ -236,7 +240,9 @@ fn cancelled_during(e: Error, cancel: &CancellationToken, timer: &PhaseTimer) ->
 fn redacted_message(e: &Error) -> String {
     match e {
         Error::LeftLocked { unlock_error, .. } => {
-            format!("Bitbucket is still locked: unlocking failed ({unlock_error}); see the run's output for the unlock command")
+            format!(
+                "Bitbucket is still locked: unlocking failed ({unlock_error}); see the run's output for the unlock command"
+            )
         }
         other => other.to_string(),
     }

@@ -67,7 +67,8 @@ impl OrchestratorBuilder {
             Some(password) => Ok(client_from(&config.bitbucket, password)?),
             None => Err(ConfigError::Missing {
                 key: "bitbucket.password".to_owned(),
-                hint: "set password_env or password_file in [bitbucket], or BITBUCKET_DIY_BITBUCKET_PASSWORD".to_owned(),
+                hint: "set password_env or password_file in [bitbucket], or BITBUCKET_DIY_BITBUCKET_PASSWORD"
+                    .to_owned(),
             }),
         });
 
@@ -95,10 +96,9 @@ impl OrchestratorBuilder {
                 archive_cfg.level.unwrap_or(DEFAULT_ZSTD_LEVEL),
                 archive_cfg.threads,
             )),
-            ArchiveType::TarGz => Arc::new(TarGzArchive::new(
-                folder,
-                archive_cfg.level.map_or(DEFAULT_GZIP_LEVEL, |l| l.unsigned_abs()),
-            )),
+            ArchiveType::TarGz => {
+                Arc::new(TarGzArchive::new(folder, archive_cfg.level.map_or(DEFAULT_GZIP_LEVEL, |l| l.unsigned_abs())))
+            }
             ArchiveType::None => Arc::new(NoArchive::new(builder.working.clone())),
         };
         builder.database = Some(database);

@@ -131,7 +131,11 @@ impl Hooks {
             let status = match outcome {
                 Ok(Ok(_)) => continue,
                 Ok(Err(StrategyError::CommandFailed { status, stderr, .. })) => {
-                    if stderr.is_empty() { status } else { format!("{status}: {stderr}") }
+                    if stderr.is_empty() {
+                        status
+                    } else {
+                        format!("{status}: {stderr}")
+                    }
                 }
                 Ok(Err(other)) => other.to_string(),
                 Err(_) => {
@@ -155,7 +159,10 @@ mod tests {
         let out = dir.path().join("out");
         let config = HooksConfig {
             on_failure: vec![
-                format!("echo \"$BITBUCKET_DIY_HOOK $BITBUCKET_DIY_BACKUP_ID $BITBUCKET_DIY_STATUS $BITBUCKET_DIY_ERROR_KIND\" > {}", out.display()),
+                format!(
+                    "echo \"$BITBUCKET_DIY_HOOK $BITBUCKET_DIY_BACKUP_ID $BITBUCKET_DIY_STATUS $BITBUCKET_DIY_ERROR_KIND\" > {}",
+                    out.display()
+                ),
                 "echo nope >&2; exit 4".to_owned(),
                 format!("touch {}/never", dir.path().display()),
             ],
@@ -169,7 +176,10 @@ mod tests {
             ..HookEnv::default()
         };
         let err = Hooks::new(config).run(HookPoint::OnFailure, &env).await.unwrap_err();
-        assert_eq!(std::fs::read_to_string(&out).unwrap().trim(), "on_failure bitbucket-20260101-000000 failure strategy");
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap().trim(),
+            "on_failure bitbucket-20260101-000000 failure strategy"
+        );
         let text = err.to_string();
         assert!(text.contains("on_failure") && text.contains("exit code 4") && text.contains("nope"), "{text}");
         assert!(!dir.path().join("never").exists());

@@ -46,7 +46,8 @@ impl BackupOrchestrator {
         // Steps see `locked_cancel`: fired by the user, by the locked-phase watchdog, or by the
         // first failing step so its sibling stops instead of holding the lock for nothing.
         let locked_cancel = user_cancel.child_token();
-        let locked_ctx = StepContext::new(ctx.backup_id().clone(), ctx.working().clone(), events.clone(), locked_cancel.clone());
+        let locked_ctx =
+            StepContext::new(ctx.backup_id().clone(), ctx.working().clone(), events.clone(), locked_cancel.clone());
         let timed_out = Arc::new(AtomicBool::new(false));
         let watchdog = tokio::spawn({
             let (cancel, timed_out, limit) = (locked_cancel.clone(), timed_out.clone(), self.options.locked_timeout);
@@ -149,7 +150,10 @@ impl BackupOrchestrator {
             finish_step(r, cancel, &step_done).await
         };
         let filesystem = async {
-            let r = timer.run(Phase::BackupFilesystem, self.filesystem.backup(ctx, drained)).await.map_err(Error::Filesystem);
+            let r = timer
+                .run(Phase::BackupFilesystem, self.filesystem.backup(ctx, drained))
+                .await
+                .map_err(Error::Filesystem);
             finish_step(r, cancel, &step_done).await
         };
         let (database, filesystem) = tokio::join!(database, filesystem);
@@ -178,7 +182,10 @@ impl BackupOrchestrator {
             Err(e @ ClientError::InvalidToken { .. }) => match client.status().await {
                 Ok(status) if status.state != InstanceState::Maintenance => {
                     events.emit(&Event::Warning {
-                        message: format!("unlock token rejected ({e}), but Bitbucket reports {}: it is unlocked", status.state),
+                        message: format!(
+                            "unlock token rejected ({e}), but Bitbucket reports {}: it is unlocked",
+                            status.state
+                        ),
                     });
                     Ok(lock.locked_at().elapsed())
                 }
@@ -189,7 +196,8 @@ impl BackupOrchestrator {
     }
 
     async fn cancel_server_task(&self, client: &MaintenanceClient, token: &CancelToken, events: &Arc<dyn EventSink>) {
-        let outcome = (|| client.cancel_backup(token)).retry(self.retry_policy(3)).when(ClientError::is_retryable).await;
+        let outcome =
+            (|| client.cancel_backup(token)).retry(self.retry_policy(3)).when(ClientError::is_retryable).await;
         if let Err(e) = outcome {
             events.emit(&Event::Warning {
                 message: format!("could not cancel Bitbucket's backup task ({e}); unlocking ends it"),

@@ -43,7 +43,11 @@ impl BackupOrchestrator {
         let start = Instant::now();
         let timer = PhaseTimer::new(self.events.clone());
         if !request.home.is_absolute() {
-            return Err(ConfigError::invalid("restore home", format!("{} must be an absolute path", request.home.display())).into());
+            return Err(ConfigError::invalid(
+                "restore home",
+                format!("{} must be an absolute path", request.home.display()),
+            )
+            .into());
         }
         let archive = self.archive.find(&request.archive).await?;
         self.check_backup_matches(&archive.metadata)?;
@@ -66,9 +70,8 @@ impl BackupOrchestrator {
         std::fs::set_permissions(scratch.path(), std::fs::Permissions::from_mode(0o700))
             .map_err(|e| Error::io("protecting", scratch.path(), e))?;
 
-        let result = self
-            .restore_from(&archive, scratch.path(), &home_target, database_target.as_ref(), &timer, &cancel)
-            .await;
+        let result =
+            self.restore_from(&archive, scratch.path(), &home_target, database_target.as_ref(), &timer, &cancel).await;
         match result {
             Ok((database_step, filesystem_step, git_locks_removed)) => Ok(RestoreReport {
                 id: archive.metadata.id,
@@ -130,7 +133,10 @@ impl BackupOrchestrator {
             r
         };
         let fs = async {
-            let r = timer.run(Phase::RestoreFilesystem, self.filesystem.restore(&rctx, home)).await.map_err(Error::Filesystem);
+            let r = timer
+                .run(Phase::RestoreFilesystem, self.filesystem.restore(&rctx, home))
+                .await
+                .map_err(Error::Filesystem);
             if r.is_err() {
                 steps_cancel.cancel();
             }
@@ -175,7 +181,10 @@ impl BackupOrchestrator {
             Some(name) if !name.trim().is_empty() => Ok(Some(DatabaseTarget { database: name.clone() })),
             _ => Err(ConfigError::Missing {
                 key: "restore database".to_owned(),
-                hint: format!("the `{}` strategy restores into a new database: name it (--database NAME)", self.database.name()),
+                hint: format!(
+                    "the `{}` strategy restores into a new database: name it (--database NAME)",
+                    self.database.name()
+                ),
             }
             .into()),
         }
@@ -203,7 +212,10 @@ impl BackupOrchestrator {
         };
         if let Err(e) = outcome {
             self.events.emit(&Event::Warning {
-                message: format!("restore failed and {} could not be cleaned up ({e}): remove it by hand", home.display()),
+                message: format!(
+                    "restore failed and {} could not be cleaned up ({e}): remove it by hand",
+                    home.display()
+                ),
             });
         }
     }

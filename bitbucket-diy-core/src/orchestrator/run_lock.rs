@@ -53,11 +53,7 @@ impl RunLock {
             Err(std::fs::TryLockError::WouldBlock) => return Err(busy(working, &path, &mut file)),
             Err(std::fs::TryLockError::Error(e)) => return Err(Error::io("locking", &path, e)),
         }
-        let holder = Holder {
-            pid: std::process::id(),
-            since: jiff::Timestamp::now().to_string(),
-            host: hostname(),
-        };
+        let holder = Holder { pid: std::process::id(), since: jiff::Timestamp::now().to_string(), host: hostname() };
         let text = serde_json::to_string(&holder).unwrap_or_default();
         let write = |file: &mut File| -> std::io::Result<()> {
             file.set_len(0)?;
@@ -86,13 +82,12 @@ impl Drop for RunLock {
 fn busy(working: &WorkingFolder, path: &Path, file: &mut File) -> Error {
     let mut text = String::new();
     let _ = file.read_to_string(&mut text);
-    let holder: Holder = serde_json::from_str(&text).unwrap_or(Holder { pid: 0, since: "an unknown time".to_owned(), host: String::new() });
-    Error::Busy {
-        folder: working.root().to_owned(),
-        lock_file: path.to_owned(),
-        pid: holder.pid,
-        since: holder.since,
-    }
+    let holder: Holder = serde_json::from_str(&text).unwrap_or(Holder {
+        pid: 0,
+        since: "an unknown time".to_owned(),
+        host: String::new(),
+    });
+    Error::Busy { folder: working.root().to_owned(), lock_file: path.to_owned(), pid: holder.pid, since: holder.since }
 }
 
 fn hostname() -> String {
@@ -101,11 +96,7 @@ fn hostname() -> String {
 
 /// Create `dir` (and parents) with owner-only permissions where we create it.
 pub(crate) fn create_private_dir(dir: &Path) -> Result<(), Error> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| Error::io("creating", dir, e))
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| Error::io("creating", dir, e))
 }
 
 #[cfg(test)]
@@ -131,7 +122,8 @@ mod tests {
         let working = WorkingFolder::new(dir.path());
         std::fs::create_dir_all(working.state_dir()).unwrap();
         // A dead holder leaves its file behind, but the kernel released its flock.
-        std::fs::write(working.state_dir().join(LOCK_FILE), r#"{"pid":999999,"since":"2020-01-01T00:00:00Z"}"#).unwrap();
+        std::fs::write(working.state_dir().join(LOCK_FILE), r#"{"pid":999999,"since":"2020-01-01T00:00:00Z"}"#)
+            .unwrap();
         let lock = RunLock::acquire(&working).unwrap();
         let text = std::fs::read_to_string(lock.path()).unwrap();
         assert!(text.contains(&format!("\"pid\":{}", std::process::id())), "{text}");

@@ -28,7 +28,8 @@ impl BackupOrchestrator {
     pub async fn verify(&self, name: &str, deep: bool, cancel: CancellationToken) -> Result<DeepVerifyReport, Error> {
         let timer = PhaseTimer::new(self.events.clone());
         let archive = self.archive.find(name).await?;
-        let ctx = StepContext::new(archive.metadata.id.clone(), self.working.clone(), self.events.clone(), cancel.clone());
+        let ctx =
+            StepContext::new(archive.metadata.id.clone(), self.working.clone(), self.events.clone(), cancel.clone());
         let verify = timer.run(Phase::Verify, self.archive.verify(&archive, &ctx)).await?;
         if !deep {
             return Ok(DeepVerifyReport { verify, repositories: 0 });
@@ -49,7 +50,8 @@ impl BackupOrchestrator {
         let mut repositories = Vec::new();
         for root in [home, extracted.data_stores_dir()] {
             if root.exists() {
-                repositories.extend(find_bare_repositories(&root).map_err(|e| Error::io("listing repositories in", &root, e))?);
+                repositories
+                    .extend(find_bare_repositories(&root).map_err(|e| Error::io("listing repositories in", &root, e))?);
             }
         }
         for repo in &repositories {

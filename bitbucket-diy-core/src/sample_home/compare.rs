@@ -40,37 +40,20 @@ pub fn compare_trees(a: &Path, b: &Path, ignore: impl Fn(&Path) -> bool) -> Resu
             continue;
         }
         if l.kind != Kind::Symlink && l.mode != r.mode {
-            problems.push(format!(
-                "{}: mode {:o} vs {:o}",
-                path.display(),
-                l.mode,
-                r.mode
-            ));
+            problems.push(format!("{}: mode {:o} vs {:o}", path.display(), l.mode, r.mode));
         }
         match l.kind {
             Kind::File => {
                 let (x, y) = (read(&a.join(path))?, read(&b.join(path))?);
                 if x != y {
-                    problems.push(format!(
-                        "{}: content differs ({} vs {} bytes)",
-                        path.display(),
-                        x.len(),
-                        y.len()
-                    ));
+                    problems.push(format!("{}: content differs ({} vs {} bytes)", path.display(), x.len(), y.len()));
                 }
             }
             Kind::Symlink => {
-                let x =
-                    fs::read_link(a.join(path)).map_err(|e| format!("{}: {e}", path.display()))?;
-                let y =
-                    fs::read_link(b.join(path)).map_err(|e| format!("{}: {e}", path.display()))?;
+                let x = fs::read_link(a.join(path)).map_err(|e| format!("{}: {e}", path.display()))?;
+                let y = fs::read_link(b.join(path)).map_err(|e| format!("{}: {e}", path.display()))?;
                 if x != y {
-                    problems.push(format!(
-                        "{}: symlink to {} vs {}",
-                        path.display(),
-                        x.display(),
-                        y.display()
-                    ));
+                    problems.push(format!("{}: symlink to {} vs {}", path.display(), x.display(), y.display()));
                 }
             }
             Kind::Dir | Kind::Other => {}
@@ -79,48 +62,29 @@ pub fn compare_trees(a: &Path, b: &Path, ignore: impl Fn(&Path) -> bool) -> Resu
             break;
         }
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(problems.join("\n"))
-    }
+    if problems.is_empty() { Ok(()) } else { Err(problems.join("\n")) }
 }
 
 fn list(root: &Path, ignore: &impl Fn(&Path) -> bool) -> Result<BTreeMap<PathBuf, Entry>, String> {
     let mut entries = BTreeMap::new();
-    let mut walk = walkdir::WalkDir::new(root)
-        .follow_links(false)
-        .min_depth(1)
-        .into_iter();
+    let mut walk = walkdir::WalkDir::new(root).follow_links(false).min_depth(1).into_iter();
     while let Some(entry) = walk.next() {
         let entry = entry.map_err(|e| format!("walking {}: {e}", root.display()))?;
-        let relative = entry
-            .path()
-            .strip_prefix(root)
-            .map_err(|e| e.to_string())?
-            .to_owned();
+        let relative = entry.path().strip_prefix(root).map_err(|e| e.to_string())?.to_owned();
         if ignore(&relative) {
             if entry.file_type().is_dir() {
                 walk.skip_current_dir();
             }
             continue;
         }
-        let meta = entry
-            .metadata()
-            .map_err(|e| format!("{}: {e}", entry.path().display()))?;
+        let meta = entry.metadata().map_err(|e| format!("{}: {e}", entry.path().display()))?;
         let kind = match entry.file_type() {
             t if t.is_symlink() => Kind::Symlink,
             t if t.is_dir() => Kind::Dir,
             t if t.is_file() => Kind::File,
             _ => Kind::Other,
         };
-        entries.insert(
-            relative,
-            Entry {
-                kind,
-                mode: meta.permissions().mode() & 0o7777,
-            },
-        );
+        entries.insert(relative, Entry { kind, mode: meta.permissions().mode() & 0o7777 });
     }
     Ok(entries)
 }

@@ -13,11 +13,7 @@ pub(crate) const AUTHOR_EMAIL: &str = "sample-home@example.invalid";
 
 /// Run `git <args>` in `dir` (or the current folder), feeding `stdin`; return its standard
 /// output.
-pub(crate) fn git(
-    dir: Option<&Path>,
-    args: &[&str],
-    stdin: Option<&[u8]>,
-) -> Result<String, SampleHomeError> {
+pub(crate) fn git(dir: Option<&Path>, args: &[&str], stdin: Option<&[u8]>) -> Result<String, SampleHomeError> {
     git_with_env(dir, args, stdin, &[])
 }
 
@@ -42,30 +38,18 @@ pub(crate) fn git_with_env(
         .env_remove("GIT_WORK_TREE")
         .env_remove("GIT_OBJECT_DIRECTORY")
         .env_remove("GIT_ALTERNATE_OBJECT_DIRECTORIES")
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let describe = || {
-        format!(
-            "git {}",
-            args.iter().take(3).copied().collect::<Vec<_>>().join(" ")
-        )
-    };
+    let describe = || format!("git {}", args.iter().take(3).copied().collect::<Vec<_>>().join(" "));
     let mut child = cmd.spawn().map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             SampleHomeError::GitMissing
         } else {
-            SampleHomeError::Io {
-                path: dir.map(Path::to_owned).unwrap_or_default(),
-                source: e,
-            }
+            SampleHomeError::Io { path: dir.map(Path::to_owned).unwrap_or_default(), source: e }
         }
     })?;
     // Write stdin from a thread: git may fill its stdout pipe before reading all of its input.
@@ -76,10 +60,9 @@ pub(crate) fn git_with_env(
         }
         _ => None,
     };
-    let output = child.wait_with_output().map_err(|e| SampleHomeError::Io {
-        path: dir.map(Path::to_owned).unwrap_or_default(),
-        source: e,
-    })?;
+    let output = child
+        .wait_with_output()
+        .map_err(|e| SampleHomeError::Io { path: dir.map(Path::to_owned).unwrap_or_default(), source: e })?;
     let write_result = writer.map(|w| w.join());
     if !output.status.success() {
         return Err(SampleHomeError::Git {
@@ -89,10 +72,7 @@ pub(crate) fn git_with_env(
         });
     }
     if let Some(Ok(Err(e))) = write_result {
-        return Err(SampleHomeError::Io {
-            path: dir.map(Path::to_owned).unwrap_or_default(),
-            source: e,
-        });
+        return Err(SampleHomeError::Io { path: dir.map(Path::to_owned).unwrap_or_default(), source: e });
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }

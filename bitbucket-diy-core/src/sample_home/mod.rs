@@ -39,9 +39,7 @@ use git::{git, git_with_env};
 #[non_exhaustive]
 pub enum SampleHomeError {
     /// `git` is not installed.
-    #[error(
-        "`git` was not found on PATH: install it (`apt-get install git`) to generate sample homes"
-    )]
+    #[error("`git` was not found on PATH: install it (`apt-get install git`) to generate sample homes")]
     GitMissing,
     /// A git command failed.
     #[error("`{command}` failed in {}: {stderr}", dir.display())]
@@ -160,8 +158,7 @@ impl SampleHomeSpec {
         let commits_per_repo = 10;
         let files_per_commit = 2;
         // Text packs to about 80 % of its size at the compression level the generator uses.
-        let file_size = (share(25) / (repositories * commits_per_repo * files_per_commit) as u64)
-            .max(64) as usize;
+        let file_size = (share(25) / (repositories * commits_per_repo * files_per_commit) as u64).max(64) as usize;
         let attachment_size = 256 << 10;
         let lfs_object_size = 1 << 20;
         let plugin_size = 2 << 20;
@@ -217,10 +214,7 @@ impl SampleHome {
 
     /// The repository with this id.
     pub fn repository(&self, id: u64) -> Option<&Path> {
-        self.repositories
-            .iter()
-            .find(|r| r.id == id)
-            .map(|r| r.path.as_path())
+        self.repositories.iter().find(|r| r.id == id).map(|r| r.path.as_path())
     }
 
     /// The fork, when generated.
@@ -232,9 +226,7 @@ impl SampleHome {
 /// Generate a home at `root` (created if missing; must be empty).
 pub fn generate(root: &Path, spec: &SampleHomeSpec) -> Result<SampleHome, SampleHomeError> {
     if spec.repositories == 0 && spec.large_repos == 0 {
-        return Err(SampleHomeError::InvalidSpec(
-            "at least one repository is needed".to_owned(),
-        ));
+        return Err(SampleHomeError::InvalidSpec("at least one repository is needed".to_owned()));
     }
     if spec.commits_per_repo == 0 || spec.files_per_commit == 0 {
         return Err(SampleHomeError::InvalidSpec(
@@ -243,15 +235,8 @@ pub fn generate(root: &Path, spec: &SampleHomeSpec) -> Result<SampleHome, Sample
     }
     create_dir(root)?;
     let root = root.canonicalize().map_err(|e| io_error(root, e))?;
-    if fs::read_dir(&root)
-        .map_err(|e| io_error(&root, e))?
-        .next()
-        .is_some()
-    {
-        return Err(SampleHomeError::InvalidSpec(format!(
-            "{} is not empty",
-            root.display()
-        )));
+    if fs::read_dir(&root).map_err(|e| io_error(&root, e))?.next().is_some() {
+        return Err(SampleHomeError::InvalidSpec(format!("{} is not empty", root.display())));
     }
     let repos_dir = SampleHome::repositories_dir(&root);
     create_dir(&repos_dir)?;
@@ -264,11 +249,7 @@ pub fn generate(root: &Path, spec: &SampleHomeSpec) -> Result<SampleHome, Sample
         .map(|&(id, is_large)| {
             let path = repos_dir.join(id.to_string());
             create_repository(&path, id, spec, is_large)?;
-            Ok(SampleRepository {
-                id,
-                path,
-                fork_of: None,
-            })
+            Ok(SampleRepository { id, path, fork_of: None })
         })
         .collect::<Result<_, SampleHomeError>>()?;
 
@@ -276,11 +257,7 @@ pub fn generate(root: &Path, spec: &SampleHomeSpec) -> Result<SampleHome, Sample
         let fork_id = plan.len() as u64 + 1;
         let path = repos_dir.join(fork_id.to_string());
         create_fork(&path, fork_id, &repositories[0].path)?;
-        repositories.push(SampleRepository {
-            id: fork_id,
-            path,
-            fork_of: Some(repositories[0].id),
-        });
+        repositories.push(SampleRepository { id: fork_id, path, fork_of: Some(repositories[0].id) });
     }
     let stale_locks = if spec.stale_locks {
         let target = &repositories[repositories.len().min(2) - 1].path;
@@ -289,19 +266,10 @@ pub fn generate(root: &Path, spec: &SampleHomeSpec) -> Result<SampleHome, Sample
         Vec::new()
     };
     write_home_files(&root, spec)?;
-    Ok(SampleHome {
-        root,
-        repositories,
-        stale_locks,
-    })
+    Ok(SampleHome { root, repositories, stale_locks })
 }
 
-fn create_repository(
-    path: &Path,
-    id: u64,
-    spec: &SampleHomeSpec,
-    is_large: bool,
-) -> Result<(), SampleHomeError> {
+fn create_repository(path: &Path, id: u64, spec: &SampleHomeSpec, is_large: bool) -> Result<(), SampleHomeError> {
     init_bare(path, id)?;
     let mut random = Random::new(spec.seed ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let (commits, files, size) = if is_large {
@@ -314,21 +282,9 @@ fn create_repository(
     };
     let path_str = path.to_string_lossy().into_owned();
     // Binary-like content is stored, not deflated: compressing random bytes only burns time.
-    let compression = if is_large {
-        "pack.compression=0"
-    } else {
-        "pack.compression=1"
-    };
+    let compression = if is_large { "pack.compression=0" } else { "pack.compression=1" };
     let mut child = std::process::Command::new("git")
-        .args([
-            "-C",
-            &path_str,
-            "-c",
-            compression,
-            "fast-import",
-            "--quiet",
-            "--done",
-        ])
+        .args(["-C", &path_str, "-c", compression, "fast-import", "--quiet", "--done"])
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .stdin(std::process::Stdio::piped())
@@ -336,11 +292,7 @@ fn create_repository(
         .stderr(std::process::Stdio::piped())
         .spawn()
         .map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                SampleHomeError::GitMissing
-            } else {
-                io_error(path, e)
-            }
+            if e.kind() == std::io::ErrorKind::NotFound { SampleHomeError::GitMissing } else { io_error(path, e) }
         })?;
     let write_result = (|| -> std::io::Result<()> {
         let Some(stdin) = child.stdin.take() else {
@@ -392,9 +344,7 @@ fn create_repository(
     if id % 2 == 0 {
         git(Some(path), &["pack-refs", "--all"], None)?;
     }
-    let head = git(Some(path), &["rev-parse", "refs/heads/main"], None)?
-        .trim()
-        .to_owned();
+    let head = git(Some(path), &["rev-parse", "refs/heads/main"], None)?.trim().to_owned();
     write_stash_refs(path, &head)?;
     if id % 3 == 1 {
         commit_to_repo(path, "Loose commit after import")?;
@@ -405,25 +355,17 @@ fn create_repository(
 fn init_bare(path: &Path, id: u64) -> Result<(), SampleHomeError> {
     let path_str = path.to_string_lossy().into_owned();
     // No template: Bitbucket manages hooks itself, and the sample hooks are 20 KB of noise.
-    git(
-        None,
-        &[
-            "init",
-            "--bare",
-            "--quiet",
-            "--template=",
-            "--initial-branch=main",
-            &path_str,
-        ],
-        None,
-    )?;
+    git(None, &["init", "--bare", "--quiet", "--template=", "--initial-branch=main", &path_str], None)?;
     create_dir(&path.join("hooks"))?;
     create_dir(&path.join("logs").join("refs").join("heads"))?;
     let hierarchy = format!("{:020x}", id.wrapping_mul(0x2545_F491_4F6C_DD1D));
     write_file(
         &path.join("repository-config"),
-        format!("[bitbucket]\n\thierarchy = {hierarchy}\n\tproject = PROJECT_{}\n\trepository = repository-{id}\n", id % 7)
-            .as_bytes(),
+        format!(
+            "[bitbucket]\n\thierarchy = {hierarchy}\n\tproject = PROJECT_{}\n\trepository = repository-{id}\n",
+            id % 7
+        )
+        .as_bytes(),
     )
 }
 
@@ -434,10 +376,7 @@ fn write_stash_refs(path: &Path, head: &str) -> Result<(), SampleHomeError> {
     write_file(&pr.join("from"), format!("{head}\n").as_bytes())?;
     write_file(
         &path.join("stash-packed-refs"),
-        format!(
-            "# pack-refs with: peeled fully-peeled sorted \n{head} refs/pull-requests/1/merge\n"
-        )
-        .as_bytes(),
+        format!("# pack-refs with: peeled fully-peeled sorted \n{head} refs/pull-requests/1/merge\n").as_bytes(),
     )
 }
 
@@ -446,13 +385,8 @@ fn create_fork(path: &Path, id: u64, parent: &Path) -> Result<(), SampleHomeErro
     // Absolute, as `git clone --shared` (and so Bitbucket) writes it; a restore relinks it.
     let alternates = path.join("objects").join("info").join("alternates");
     create_dir(alternates.parent().unwrap_or(path))?;
-    write_file(
-        &alternates,
-        format!("{}\n", parent.join("objects").display()).as_bytes(),
-    )?;
-    let head = git(Some(parent), &["rev-parse", "refs/heads/main"], None)?
-        .trim()
-        .to_owned();
+    write_file(&alternates, format!("{}\n", parent.join("objects").display()).as_bytes())?;
+    let head = git(Some(parent), &["rev-parse", "refs/heads/main"], None)?.trim().to_owned();
     git(Some(path), &["update-ref", "refs/heads/main", &head], None)?;
     commit_to_repo(path, "Work in the fork")?;
     write_stash_refs(path, &head)
@@ -493,8 +427,7 @@ fn write_home_files(root: &Path, spec: &SampleHomeSpec) -> Result<(), SampleHome
           jdbc.url=jdbc:postgresql://localhost:5432/bitbucket\njdbc.user=bitbucket\n\
           jdbc.password=sample-not-a-secret\nsetup.displayName=Sample\n",
     )?;
-    fs::set_permissions(&properties, fs::Permissions::from_mode(0o600))
-        .map_err(|e| io_error(&properties, e))?;
+    fs::set_permissions(&properties, fs::Permissions::from_mode(0o600)).map_err(|e| io_error(&properties, e))?;
     let config = shared.join("config");
     create_dir(&config)?;
     write_file(
@@ -522,29 +455,14 @@ fn write_home_files(root: &Path, spec: &SampleHomeSpec) -> Result<(), SampleHome
         write_random(path, spec.attachment_size)?;
     }
     for n in 0..spec.lfs_objects {
-        let oid = format!(
-            "{:064x}",
-            (n as u128 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835)
-        );
-        let path = shared
-            .join("data/git-lfs/storage")
-            .join(&oid[..2])
-            .join(&oid[2..4])
-            .join(&oid);
+        let oid = format!("{:064x}", (n as u128 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835));
+        let path = shared.join("data/git-lfs/storage").join(&oid[..2]).join(&oid[2..4]).join(&oid);
         write_random(path, spec.lfs_object_size)?;
     }
     for n in 0..spec.plugins {
-        write_random(
-            shared
-                .join("plugins/installed-plugins")
-                .join(format!("plugin-{n}.jar")),
-            spec.plugin_size,
-        )?;
+        write_random(shared.join("plugins/installed-plugins").join(format!("plugin-{n}.jar")), spec.plugin_size)?;
     }
-    write_file(
-        &shared.join("search").join("state.json"),
-        b"{\"indexed\": true}\n",
-    )?;
+    write_file(&shared.join("search").join("state.json"), b"{\"indexed\": true}\n")?;
     if spec.internal_database {
         write_random(shared.join("data").join("db.mv.db"), 32 * 1024)?;
         write_random(shared.join("data").join("db.trace.db"), 1024)?;
@@ -556,10 +474,7 @@ fn write_home_files(root: &Path, spec: &SampleHomeSpec) -> Result<(), SampleHome
     write_random(root.join("caches/idx/index-0.bin"), piece)?;
     write_random(root.join("log/atlassian-bitbucket.log"), piece)?;
     write_random(root.join("tmp/upload-0.tmp"), piece)?;
-    write_random(
-        root.join("plugins/.osgi-cache/felix/bundle0/bundle.jar"),
-        piece,
-    )?;
+    write_random(root.join("plugins/.osgi-cache/felix/bundle0/bundle.jar"), piece)?;
     write_random(root.join("export/export-0.zip"), piece / 2)?;
     write_random(shared.join("export/export-1.zip"), piece / 2)?;
     write_random(shared.join("search/data/nodes/0/segment"), piece)?;
@@ -572,34 +487,14 @@ fn write_home_files(root: &Path, spec: &SampleHomeSpec) -> Result<(), SampleHome
 /// (`hash-object`, `mktree`, `commit-tree`, `update-ref`), changing `LIVE-WRITES.txt`.
 /// Returns the new commit's id. The ref update is compare-and-swap, as a push's would be.
 pub fn commit_to_repo(repo: &Path, message: &str) -> Result<String, SampleHomeError> {
-    let head_ref = git(Some(repo), &["symbolic-ref", "HEAD"], None)?
-        .trim()
-        .to_owned();
-    let parent = git(
-        Some(repo),
-        &[
-            "rev-parse",
-            "--verify",
-            "--quiet",
-            &format!("{head_ref}^{{commit}}"),
-        ],
-        None,
-    )
-    .ok()
-    .map(|s| s.trim().to_owned())
-    .filter(|s| !s.is_empty());
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
+    let head_ref = git(Some(repo), &["symbolic-ref", "HEAD"], None)?.trim().to_owned();
+    let parent = git(Some(repo), &["rev-parse", "--verify", "--quiet", &format!("{head_ref}^{{commit}}")], None)
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty());
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
     let content = format!("{message}\n{nanos}\n");
-    let blob = git(
-        Some(repo),
-        &["hash-object", "-w", "--stdin"],
-        Some(content.as_bytes()),
-    )?
-    .trim()
-    .to_owned();
+    let blob = git(Some(repo), &["hash-object", "-w", "--stdin"], Some(content.as_bytes()))?.trim().to_owned();
     let mut entries: Vec<String> = match &parent {
         Some(parent) => git(Some(repo), &["ls-tree", parent], None)?
             .lines()
@@ -610,16 +505,12 @@ pub fn commit_to_repo(repo: &Path, message: &str) -> Result<String, SampleHomeEr
     };
     entries.push(format!("100644 blob {blob}\tLIVE-WRITES.txt"));
     let tree_input = entries.join("\n") + "\n";
-    let tree = git(Some(repo), &["mktree"], Some(tree_input.as_bytes()))?
-        .trim()
-        .to_owned();
+    let tree = git(Some(repo), &["mktree"], Some(tree_input.as_bytes()))?.trim().to_owned();
     let mut args = vec!["commit-tree", tree.as_str(), "-m", message];
     if let Some(parent) = &parent {
         args.extend(["-p", parent.as_str()]);
     }
-    let commit = git_with_env(Some(repo), &args, None, &[])?
-        .trim()
-        .to_owned();
+    let commit = git_with_env(Some(repo), &args, None, &[])?.trim().to_owned();
     let mut update = vec!["update-ref", head_ref.as_str(), commit.as_str()];
     if let Some(parent) = &parent {
         update.push(parent.as_str());
@@ -632,21 +523,10 @@ pub fn commit_to_repo(repo: &Path, message: &str) -> Result<String, SampleHomeEr
 /// `shared/data/repositories/`, or a data store's `repositories/`). Returns how many were
 /// checked, or the first failure with git's output.
 pub fn fsck_all(home: &Path) -> Result<usize, String> {
-    let repos = find_bare_repositories(home)
-        .map_err(|e| format!("listing repositories in {}: {e}", home.display()))?;
+    let repos = find_bare_repositories(home).map_err(|e| format!("listing repositories in {}: {e}", home.display()))?;
     for repo in &repos {
-        git(
-            Some(repo),
-            &[
-                "fsck",
-                "--full",
-                "--strict",
-                "--no-dangling",
-                "--no-progress",
-            ],
-            None,
-        )
-        .map_err(|e| format!("{}: {e}", repo.display()))?;
+        git(Some(repo), &["fsck", "--full", "--strict", "--no-dangling", "--no-progress"], None)
+            .map_err(|e| format!("{}: {e}", repo.display()))?;
     }
     Ok(repos.len())
 }
@@ -663,10 +543,7 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), SampleHomeError> {
 }
 
 fn io_error(path: &Path, source: std::io::Error) -> SampleHomeError {
-    SampleHomeError::Io {
-        path: path.to_owned(),
-        source,
-    }
+    SampleHomeError::Io { path: path.to_owned(), source }
 }
 
 /// xorshift64*: fast, seedable, good enough for filler content.

@@ -65,10 +65,7 @@ impl WorkingFolder {
     /// Where the data store at absolute `source` is copied: its path below
     /// `bitbucket-data-stores/`, as the reference scripts do.
     pub fn data_store_dir(&self, source: &Path) -> PathBuf {
-        let relative: PathBuf = source
-            .components()
-            .filter(|c| matches!(c, Component::Normal(_)))
-            .collect();
+        let relative: PathBuf = source.components().filter(|c| matches!(c, Component::Normal(_))).collect();
         self.data_stores_dir().join(relative)
     }
 

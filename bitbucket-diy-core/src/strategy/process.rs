@@ -152,11 +152,7 @@ impl ChildCommand {
         if self.shell {
             return "sh -c".to_owned();
         }
-        Path::new(&self.program)
-            .file_name()
-            .unwrap_or(self.program.as_os_str())
-            .to_string_lossy()
-            .into_owned()
+        Path::new(&self.program).file_name().unwrap_or(self.program.as_os_str()).to_string_lossy().into_owned()
     }
 
     /// Run to completion. On cancellation the whole process group is killed and
@@ -198,7 +194,11 @@ impl ChildCommand {
             if e.kind() == std::io::ErrorKind::NotFound && self.current_dir.as_ref().is_none_or(|d| d.is_dir()) {
                 StrategyError::ToolMissing {
                     tool: program.clone(),
-                    hint: if self.hint.is_empty() { "install it or add it to PATH".to_owned() } else { self.hint.clone() },
+                    hint: if self.hint.is_empty() {
+                        "install it or add it to PATH".to_owned()
+                    } else {
+                        self.hint.clone()
+                    },
                 }
             } else {
                 StrategyError::io("starting", PathBuf::from(&self.program), e)
@@ -303,7 +303,10 @@ mod tests {
             .run(&CancellationToken::new())
             .await
             .unwrap_err();
-        assert!(matches!(err, StrategyError::ToolMissing { ref tool, .. } if tool == "definitely-not-a-tool-bbdiy"), "{err}");
+        assert!(
+            matches!(err, StrategyError::ToolMissing { ref tool, .. } if tool == "definitely-not-a-tool-bbdiy"),
+            "{err}"
+        );
     }
 
     #[tokio::test]

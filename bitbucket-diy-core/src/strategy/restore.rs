@@ -21,10 +21,7 @@ pub struct RestoreContext {
 
 impl std::fmt::Debug for RestoreContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RestoreContext")
-            .field("source", &self.source)
-            .field("backup", &self.metadata.id)
-            .finish()
+        f.debug_struct("RestoreContext").field("source", &self.source).field("backup", &self.metadata.id).finish()
     }
 }
 

@@ -114,18 +114,10 @@ pub fn restore_ctx(source: &Path, strategy: &str, data_stores: Vec<PathBuf>) -> 
         zero_downtime: false,
         lock_window: None,
         database: StrategyRecord::default(),
-        filesystem: StrategyRecord {
-            name: strategy.to_owned(),
-            notes: Default::default(),
-        },
+        filesystem: StrategyRecord { name: strategy.to_owned(), notes: Default::default() },
         data_stores,
     };
-    RestoreContext::new(
-        WorkingFolder::new(source),
-        metadata,
-        Arc::new(RecordedEvents::new()),
-        CancellationToken::new(),
-    )
+    RestoreContext::new(WorkingFolder::new(source), metadata, Arc::new(RecordedEvents::new()), CancellationToken::new())
 }
 
 /// Write `content` at `root/relative`, creating folders.
@@ -153,25 +145,15 @@ pub struct Immutable(pub PathBuf);
 
 impl Immutable {
     pub fn set(path: &Path) -> Self {
-        let status = std::process::Command::new("chattr")
-            .arg("+i")
-            .arg(path)
-            .status()
-            .expect("chattr (e2fsprogs) is needed");
-        assert!(
-            status.success(),
-            "chattr +i {} failed: the test needs root on ext4/xfs/btrfs",
-            path.display()
-        );
+        let status =
+            std::process::Command::new("chattr").arg("+i").arg(path).status().expect("chattr (e2fsprogs) is needed");
+        assert!(status.success(), "chattr +i {} failed: the test needs root on ext4/xfs/btrfs", path.display());
         Self(path.to_owned())
     }
 }
 
 impl Drop for Immutable {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("chattr")
-            .arg("-i")
-            .arg(&self.0)
-            .status();
+        let _ = std::process::Command::new("chattr").arg("-i").arg(&self.0).status();
     }
 }

@@ -38,27 +38,15 @@ fn header(name: &[u8], kind: EntryType, size: u64) -> Header {
 impl RawTar {
     /// Starts with `metadata` as the first entry.
     pub fn with_metadata(metadata: &BackupMetadata) -> Self {
-        let mut tar = Self {
-            bytes: Vec::new(),
-            manifest: Vec::new(),
-        };
+        let mut tar = Self { bytes: Vec::new(), manifest: Vec::new() };
         let json = serde_json::to_vec(metadata).unwrap();
-        tar.raw(
-            METADATA_PATH.as_bytes(),
-            EntryType::Regular,
-            &json,
-            None,
-            None,
-        );
+        tar.raw(METADATA_PATH.as_bytes(), EntryType::Regular, &json, None, None);
         tar
     }
 
     /// An empty stream (no metadata).
     pub fn empty() -> Self {
-        Self {
-            bytes: Vec::new(),
-            manifest: Vec::new(),
-        }
+        Self { bytes: Vec::new(), manifest: Vec::new() }
     }
 
     /// Any entry: raw name, type, data, a declared size (default: the data's) and a link name.
@@ -115,13 +103,7 @@ impl RawTar {
 
     /// A symlink, recorded in the manifest.
     pub fn symlink(&mut self, path: &str, target: &str) -> &mut Self {
-        self.raw(
-            path.as_bytes(),
-            EntryType::Symlink,
-            b"",
-            None,
-            Some(target.as_bytes()),
-        );
+        self.raw(path.as_bytes(), EntryType::Symlink, b"", None, Some(target.as_bytes()));
         self.manifest.push(ManifestEntry {
             path: path.into(),
             kind: EntryKind::Symlink,
@@ -134,18 +116,9 @@ impl RawTar {
 
     /// The manifest entry listing what was recorded so far.
     pub fn manifest(&mut self, metadata: &BackupMetadata) -> &mut Self {
-        let manifest = Manifest {
-            metadata: metadata.clone(),
-            entries: self.manifest.clone(),
-        };
+        let manifest = Manifest { metadata: metadata.clone(), entries: self.manifest.clone() };
         let json = serde_json::to_vec(&manifest).unwrap();
-        self.raw(
-            MANIFEST_PATH.as_bytes(),
-            EntryType::Regular,
-            &json,
-            None,
-            None,
-        )
+        self.raw(MANIFEST_PATH.as_bytes(), EntryType::Regular, &json, None, None)
     }
 
     /// The end-of-archive marker.

@@ -37,9 +37,8 @@ impl Bench {
         let dir = tempfile::tempdir().unwrap();
         let home = dir.path().join("home");
         sample_home::generate(&home, &SampleHomeSpec::tiny()).unwrap();
-        let sim = Simulator::start(SimulatorConfig::default().with_drain_delay(Duration::from_millis(50)))
-            .await
-            .unwrap();
+        let sim =
+            Simulator::start(SimulatorConfig::default().with_drain_delay(Duration::from_millis(50))).await.unwrap();
         let working = dir.path().join("work");
         let archives = dir.path().join("archives");
         Self { dir, sim, home, working, archives }
@@ -110,9 +109,21 @@ pub fn assert_home_restored(source: &Path, restored: &Path) {
     let excludes = Excludes::for_home(InstanceType::Bitbucket, false, &[], &[]);
     sample_home::compare_trees(source, restored, |relative: &Path| {
         let is_dir = source.join(relative).is_dir();
-        excludes.is_excluded(relative, is_dir) || is_git_lock(relative)
+        // Restores remove stale locks and point forks at the new home.
+        excludes.is_excluded(relative, is_dir) || is_git_lock(relative) || relative.ends_with("objects/info/alternates")
     })
     .unwrap();
+    for repo in bitbucket_diy_core::strategy::filesystem::git_locks::find_bare_repositories(restored).unwrap() {
+        if let Ok(alternates) = std::fs::read_to_string(repo.join("objects/info/alternates")) {
+            for line in alternates.lines() {
+                assert!(
+                    Path::new(line).starts_with(restored),
+                    "{} borrows from outside the restored home: {line}",
+                    repo.display()
+                );
+            }
+        }
+    }
     let checked = sample_home::fsck_all(restored).unwrap();
     assert_eq!(checked, repository_count(source));
 }
@@ -242,4 +253,3 @@ impl<F: FilesystemStrategy> FilesystemStrategy for FaultyFilesystem<F> {
         self.inner.restore(ctx, target).await
     }
 }
-

@@ -41,9 +41,7 @@ impl Zstd {
         if self.threads > 0 {
             return self.threads;
         }
-        std::thread::available_parallelism()
-            .map(NonZeroUsize::get)
-            .map_or(1, |n| u32::try_from(n).unwrap_or(u32::MAX))
+        std::thread::available_parallelism().map(NonZeroUsize::get).map_or(1, |n| u32::try_from(n).unwrap_or(u32::MAX))
     }
 }
 
@@ -87,10 +85,7 @@ impl Codec for Gzip {
     type Decoder<R: BufRead> = flate2::bufread::MultiGzDecoder<R>;
 
     fn encoder<W: Write>(&self, out: W) -> io::Result<Self::Encoder<W>> {
-        Ok(flate2::write::GzEncoder::new(
-            out,
-            flate2::Compression::new(self.level.min(9)),
-        ))
+        Ok(flate2::write::GzEncoder::new(out, flate2::Compression::new(self.level.min(9))))
     }
 
     fn finish<W: Write>(encoder: Self::Encoder<W>) -> io::Result<W> {

@@ -35,8 +35,7 @@ impl<C: Codec> FileArchive<C> {
 
     /// The final path of a backup's archive.
     fn archive_path(&self, metadata: &BackupMetadata) -> PathBuf {
-        self.folder
-            .join(format!("{}.{}", metadata.id, C::EXTENSION))
+        self.folder.join(format!("{}.{}", metadata.id, C::EXTENSION))
     }
 
     pub(crate) async fn write(
@@ -71,48 +70,29 @@ impl<C: Codec> FileArchive<C> {
             .map_err(|e| ArchiveError::io("creating a temporary file in", &self.folder, e))?;
         {
             let file_out = BufWriter::with_capacity(IO_BUFFER, temp.as_file_mut());
-            let encoder = self
-                .codec
-                .encoder(file_out)
-                .map_err(|e| ArchiveError::io("writing", &path, e))?;
+            let encoder = self.codec.encoder(file_out).map_err(|e| ArchiveError::io("writing", &path, e))?;
             let tar_out = BufWriter::with_capacity(IO_BUFFER, encoder);
             let (tar_out, _manifest) = writer::write_tar(tar_out, root, metadata, &path, ctx)?;
-            let encoder = tar_out
-                .into_inner()
-                .map_err(|e| ArchiveError::io("writing", &path, e.into_error()))?;
-            let mut file_out =
-                C::finish(encoder).map_err(|e| ArchiveError::io("writing", &path, e))?;
-            file_out
-                .flush()
-                .map_err(|e| ArchiveError::io("writing", &path, e))?;
+            let encoder = tar_out.into_inner().map_err(|e| ArchiveError::io("writing", &path, e.into_error()))?;
+            let mut file_out = C::finish(encoder).map_err(|e| ArchiveError::io("writing", &path, e))?;
+            file_out.flush().map_err(|e| ArchiveError::io("writing", &path, e))?;
         }
-        temp.as_file()
-            .sync_all()
-            .map_err(|e| ArchiveError::io("syncing", temp.path(), e))?;
+        temp.as_file().sync_all().map_err(|e| ArchiveError::io("syncing", temp.path(), e))?;
         if ctx.is_cancelled() {
             return Err(ArchiveError::Cancelled);
         }
-        temp.persist_noclobber(&path)
-            .map_err(|e| match e.error.kind() {
-                io::ErrorKind::AlreadyExists => ArchiveError::AlreadyExists { path: path.clone() },
-                _ => ArchiveError::io("renaming the temporary file to", &path, e.error),
-            })?;
+        temp.persist_noclobber(&path).map_err(|e| match e.error.kind() {
+            io::ErrorKind::AlreadyExists => ArchiveError::AlreadyExists { path: path.clone() },
+            _ => ArchiveError::io("renaming the temporary file to", &path, e.error),
+        })?;
         sync_folder(&self.folder)?;
-        let bytes = fs::metadata(&path)
-            .map_err(|e| ArchiveError::io("reading", &path, e))?
-            .len();
-        Ok(ArchiveInfo {
-            metadata: metadata.clone(),
-            path,
-            bytes,
-        })
+        let bytes = fs::metadata(&path).map_err(|e| ArchiveError::io("reading", &path, e))?.len();
+        Ok(ArchiveInfo { metadata: metadata.clone(), path, bytes })
     }
 
     pub(crate) async fn list(&self) -> Result<Vec<ArchiveInfo>, ArchiveError> {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.list_blocking())
-            .await
-            .map_err(stream::join_error)?
+        tokio::task::spawn_blocking(move || this.list_blocking()).await.map_err(stream::join_error)?
     }
 
     fn list_blocking(&self) -> Result<Vec<ArchiveInfo>, ArchiveError> {
@@ -134,11 +114,7 @@ impl<C: Codec> FileArchive<C> {
             let path = item.path();
             match fs::metadata(&path) {
                 Ok(meta) if meta.is_file() => match reader::read_metadata::<C>(&path) {
-                    Ok(metadata) => found.push(ArchiveInfo {
-                        metadata,
-                        path,
-                        bytes: meta.len(),
-                    }),
+                    Ok(metadata) => found.push(ArchiveInfo { metadata, path, bytes: meta.len() }),
                     Err(e) => {
                         tracing::warn!(archive = %path.display(), error = %e, "skipping an unreadable archive")
                     }
@@ -171,11 +147,7 @@ impl<C: Codec> FileArchive<C> {
         .map_err(stream::join_error)?
     }
 
-    pub(crate) async fn verify(
-        &self,
-        archive: &ArchiveInfo,
-        ctx: &StepContext,
-    ) -> Result<VerifyReport, ArchiveError> {
+    pub(crate) async fn verify(&self, archive: &ArchiveInfo, ctx: &StepContext) -> Result<VerifyReport, ArchiveError> {
         let path = archive.path.clone();
         stream::run_blocking(ctx, move |ctx| {
             let mut sink = VerifySink::new(&path);
@@ -211,11 +183,7 @@ impl<C: Codec> FileArchive<C> {
     }
 }
 
-fn extract_into<C: Codec>(
-    path: &Path,
-    extractor: &mut Extractor,
-    ctx: &StepContext,
-) -> Result<Manifest, ArchiveError> {
+fn extract_into<C: Codec>(path: &Path, extractor: &mut Extractor, ctx: &StepContext) -> Result<Manifest, ArchiveError> {
     let scanned = {
         let mut sink = ExtractSink::new(path, extractor);
         reader::scan::<C>(path, ctx, Phase::Extract, &mut sink)?
@@ -232,8 +200,7 @@ pub(crate) fn finish_extraction(
     manifest: Manifest,
 ) -> Result<Manifest, ArchiveError> {
     extractor.create_symlinks()?;
-    let json_error =
-        |e: serde_json::Error| ArchiveError::io("writing", archive, io::Error::other(e));
+    let json_error = |e: serde_json::Error| ArchiveError::io("writing", archive, io::Error::other(e));
     let mtime = metadata.created_at.as_second();
     let manifest_json = serde_json::to_vec_pretty(&manifest).map_err(json_error)?;
     extractor.own_file(MANIFEST_PATH, &manifest_json, mtime)?;
@@ -246,12 +213,7 @@ pub(crate) fn finish_extraction(
 /// suffix, so the longer id, then the greater, is the later one (`x-10` after `x-9` after `x`).
 pub(crate) fn sort_newest_first(archives: &mut [ArchiveInfo]) {
     let key = |a: &ArchiveInfo| {
-        (
-            a.metadata.created_at,
-            a.metadata.id.as_str().len(),
-            a.metadata.id.to_string(),
-            a.path.clone(),
-        )
+        (a.metadata.created_at, a.metadata.id.as_str().len(), a.metadata.id.to_string(), a.path.clone())
     };
     archives.sort_by_key(|a| std::cmp::Reverse(key(a)));
 }
@@ -267,7 +229,5 @@ pub(crate) fn create_private_folder(folder: &Path) -> Result<(), ArchiveError> {
 
 /// Makes a rename or removal in `folder` durable.
 pub(crate) fn sync_folder(folder: &Path) -> Result<(), ArchiveError> {
-    File::open(folder)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| ArchiveError::io("syncing", folder, e))
+    File::open(folder).and_then(|f| f.sync_all()).map_err(|e| ArchiveError::io("syncing", folder, e))
 }

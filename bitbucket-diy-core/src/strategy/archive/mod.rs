@@ -82,12 +82,7 @@ pub trait ArchiveStrategy: Send + Sync + fmt::Debug {
 
     /// Extract into `target` (an empty folder), refusing entries that would escape it, and
     /// check every file against the manifest on the way.
-    async fn extract(
-        &self,
-        archive: &ArchiveInfo,
-        target: &Path,
-        ctx: &StepContext,
-    ) -> Result<Manifest, ArchiveError>;
+    async fn extract(&self, archive: &ArchiveInfo, target: &Path, ctx: &StepContext) -> Result<Manifest, ArchiveError>;
 
     /// Find an archive by backup id, file name or path.
     async fn find(&self, name: &str) -> Result<ArchiveInfo, ArchiveError> {

@@ -24,13 +24,9 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 
-use crate::archive_format::{
-    BackupMetadata, EntryKind, MANIFEST_PATH, METADATA_PATH, Manifest, ManifestEntry,
-};
+use crate::archive_format::{BackupMetadata, EntryKind, MANIFEST_PATH, METADATA_PATH, Manifest, ManifestEntry};
 use crate::events::Phase;
-use crate::strategy::{
-    ArchiveError, ArchiveInfo, ArchiveStrategy, StepContext, VerifyReport, WorkingFolder,
-};
+use crate::strategy::{ArchiveError, ArchiveInfo, ArchiveStrategy, StepContext, VerifyReport, WorkingFolder};
 
 use super::file_archive::{create_private_folder, finish_extraction, sync_folder};
 use super::policy::{self, EntryRules};
@@ -63,11 +59,7 @@ impl NoArchive {
         self.root().join(MANIFEST_PATH)
     }
 
-    fn write_blocking(
-        &self,
-        metadata: &BackupMetadata,
-        ctx: &StepContext,
-    ) -> Result<ArchiveInfo, ArchiveError> {
+    fn write_blocking(&self, metadata: &BackupMetadata, ctx: &StepContext) -> Result<ArchiveInfo, ArchiveError> {
         let marker = self.marker_path();
         remove_if_present(&marker)?;
         tree::warn_if_nothing_to_archive(self.root(), ctx);
@@ -91,30 +83,18 @@ impl NoArchive {
         if ctx.is_cancelled() {
             return Err(ArchiveError::Cancelled);
         }
-        let manifest = Manifest {
-            metadata: metadata.clone(),
-            entries,
-        };
+        let manifest = Manifest { metadata: metadata.clone(), entries };
         let state = self.working.state_dir();
         create_private_folder(&state)?;
-        let manifest_json = serde_json::to_vec_pretty(&manifest)
-            .map_err(|e| json_error(&self.manifest_path(), e))?;
+        let manifest_json = serde_json::to_vec_pretty(&manifest).map_err(|e| json_error(&self.manifest_path(), e))?;
         write_atomically(&self.manifest_path(), &manifest_json)?;
-        let metadata_json =
-            serde_json::to_vec_pretty(metadata).map_err(|e| json_error(&marker, e))?;
+        let metadata_json = serde_json::to_vec_pretty(metadata).map_err(|e| json_error(&marker, e))?;
         write_atomically(&marker, &metadata_json)?;
         sync_folder(&state)?;
-        Ok(ArchiveInfo {
-            metadata: metadata.clone(),
-            path: self.root().to_owned(),
-            bytes: manifest.total_bytes(),
-        })
+        Ok(ArchiveInfo { metadata: metadata.clone(), path: self.root().to_owned(), bytes: manifest.total_bytes() })
     }
 
-    fn read_marker(
-        &self,
-        strict: bool,
-    ) -> Result<Option<(BackupMetadata, Manifest)>, ArchiveError> {
+    fn read_marker(&self, strict: bool) -> Result<Option<(BackupMetadata, Manifest)>, ArchiveError> {
         let marker = self.marker_path();
         let metadata_json = match fs::read(&marker) {
             Ok(bytes) => bytes,
@@ -126,29 +106,26 @@ impl NoArchive {
         let manifest_file = match fs::File::open(&manifest_path) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(ArchiveError::MissingManifest {
-                    archive: self.root().to_owned(),
-                });
+                return Err(ArchiveError::MissingManifest { archive: self.root().to_owned() });
             }
             Err(e) => return Err(ArchiveError::io("reading", manifest_path, e)),
         };
         let manifest: Manifest =
-            serde_json::from_reader(BufReader::with_capacity(IO_BUFFER, manifest_file)).map_err(
-                |e| ArchiveError::Corrupt {
+            serde_json::from_reader(BufReader::with_capacity(IO_BUFFER, manifest_file)).map_err(|e| {
+                ArchiveError::Corrupt {
                     archive: self.root().to_owned(),
                     reason: format!("the manifest ({MANIFEST_PATH}) is invalid: {e}"),
-                },
-            )?;
+                }
+            })?;
         Ok(Some((metadata, manifest)))
     }
 
     fn require_marker(&self) -> Result<(BackupMetadata, Manifest), ArchiveError> {
-        self.read_marker(true)?
-            .ok_or_else(|| ArchiveError::NotFound {
-                name: self.root().display().to_string(),
-                folder: self.root().to_owned(),
-                available: Vec::new(),
-            })
+        self.read_marker(true)?.ok_or_else(|| ArchiveError::NotFound {
+            name: self.root().display().to_string(),
+            folder: self.root().to_owned(),
+            available: Vec::new(),
+        })
     }
 
     fn verify_blocking(&self, ctx: &StepContext) -> Result<VerifyReport, ArchiveError> {
@@ -166,22 +143,15 @@ impl NoArchive {
         })?;
         progress.report();
         check_against_manifest(self.root(), &metadata, &manifest, &found)?;
-        Ok(VerifyReport {
-            path: self.root().to_owned(),
-            entries: found.len() as u64,
-            bytes,
-            manifest,
-        })
+        Ok(VerifyReport { path: self.root().to_owned(), entries: found.len() as u64, bytes, manifest })
     }
 
     fn admit(&self, rules: &mut EntryRules, entry: &TreeEntry) -> Result<(), ArchiveError> {
-        rules
-            .admit(&entry.rel, entry.kind, entry.link.as_deref())
-            .map_err(|reason| ArchiveError::UnsafeEntry {
-                archive: self.root().to_owned(),
-                entry: entry.rel.clone(),
-                reason,
-            })
+        rules.admit(&entry.rel, entry.kind, entry.link.as_deref()).map_err(|reason| ArchiveError::UnsafeEntry {
+            archive: self.root().to_owned(),
+            entry: entry.rel.clone(),
+            reason,
+        })
     }
 
     fn extract_blocking(&self, target: &Path, ctx: &StepContext) -> Result<Manifest, ArchiveError> {
@@ -214,13 +184,7 @@ impl NoArchive {
             let recorded = match entry.kind {
                 EntryKind::Dir => {
                     extractor.folder(&entry.rel, mode, mtime)?;
-                    ManifestEntry {
-                        path: entry.rel,
-                        kind: EntryKind::Dir,
-                        size: 0,
-                        sha256: None,
-                        link: None,
-                    }
+                    ManifestEntry { path: entry.rel, kind: EntryKind::Dir, size: 0, sha256: None, link: None }
                 }
                 EntryKind::Symlink => {
                     let target = entry.link.unwrap_or_default();
@@ -240,27 +204,13 @@ impl NoArchive {
                     let source = entry.abs.clone();
                     let read_error = |e: io::Error| match stream::origin(e) {
                         stream::IoOrigin::Cancelled => ArchiveError::Cancelled,
-                        stream::IoOrigin::LocalRead { path, source } => {
-                            ArchiveError::io("reading", path, source)
-                        }
-                        stream::IoOrigin::Other(e) => {
-                            ArchiveError::io("reading", source.clone(), e)
-                        }
+                        stream::IoOrigin::LocalRead { path, source } => ArchiveError::io("reading", path, source),
+                        stream::IoOrigin::Other(e) => ArchiveError::io("reading", source.clone(), e),
                     };
-                    let data = FileData {
-                        reader: &mut data,
-                        size,
-                        read_error: &read_error,
-                        progress: Some(&mut progress),
-                    };
+                    let data =
+                        FileData { reader: &mut data, size, read_error: &read_error, progress: Some(&mut progress) };
                     let sha256 = extractor.file(&entry.rel, mode, mtime, data)?;
-                    ManifestEntry {
-                        path: entry.rel,
-                        kind: EntryKind::File,
-                        size,
-                        sha256: Some(sha256),
-                        link: None,
-                    }
+                    ManifestEntry { path: entry.rel, kind: EntryKind::File, size, sha256: Some(sha256), link: None }
                 }
             };
             found.push(recorded);
@@ -273,22 +223,16 @@ impl NoArchive {
 
     /// Extracting into the tree being read would copy it into itself.
     fn refuse_target_inside(&self, target: &Path) -> Result<(), ArchiveError> {
-        let absolute =
-            |p: &Path| std::path::absolute(p).map_err(|e| ArchiveError::io("resolving", p, e));
+        let absolute = |p: &Path| std::path::absolute(p).map_err(|e| ArchiveError::io("resolving", p, e));
         let target_abs = absolute(target)?;
         let root_abs = absolute(self.root())?;
         let inside = target_abs.starts_with(root_abs.join(WorkingFolder::STATE))
-            || ARCHIVED_FOLDERS
-                .iter()
-                .any(|folder| target_abs.starts_with(root_abs.join(folder)));
+            || ARCHIVED_FOLDERS.iter().any(|folder| target_abs.starts_with(root_abs.join(folder)));
         if inside {
             return Err(ArchiveError::io(
                 "extracting into",
                 target,
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "the target lies inside the working folder being copied",
-                ),
+                io::Error::new(io::ErrorKind::InvalidInput, "the target lies inside the working folder being copied"),
             ));
         }
         Ok(())
@@ -298,13 +242,9 @@ impl NoArchive {
 /// The manifest entry of a tree entry, hashing file content.
 fn hash_entry(entry: &TreeEntry, progress: &mut Progress) -> Result<ManifestEntry, ArchiveError> {
     match entry.kind {
-        EntryKind::Dir => Ok(ManifestEntry {
-            path: entry.rel.clone(),
-            kind: EntryKind::Dir,
-            size: 0,
-            sha256: None,
-            link: None,
-        }),
+        EntryKind::Dir => {
+            Ok(ManifestEntry { path: entry.rel.clone(), kind: EntryKind::Dir, size: 0, sha256: None, link: None })
+        }
         EntryKind::Symlink => Ok(ManifestEntry {
             path: entry.rel.clone(),
             kind: EntryKind::Symlink,
@@ -315,19 +255,12 @@ fn hash_entry(entry: &TreeEntry, progress: &mut Progress) -> Result<ManifestEntr
         EntryKind::File => {
             let size = entry.meta.len();
             let file = tree::open_no_follow(&entry.abs)?;
-            let mut reader = HashingReader::new(
-                BufReader::with_capacity(IO_BUFFER, file),
-                &entry.abs,
-                progress,
-            );
-            let read =
-                io::copy(&mut reader, &mut io::sink()).map_err(|e| match stream::origin(e) {
-                    stream::IoOrigin::Cancelled => ArchiveError::Cancelled,
-                    stream::IoOrigin::LocalRead { path, source } => {
-                        ArchiveError::io("reading", path, source)
-                    }
-                    stream::IoOrigin::Other(e) => ArchiveError::io("reading", &entry.abs, e),
-                })?;
+            let mut reader = HashingReader::new(BufReader::with_capacity(IO_BUFFER, file), &entry.abs, progress);
+            let read = io::copy(&mut reader, &mut io::sink()).map_err(|e| match stream::origin(e) {
+                stream::IoOrigin::Cancelled => ArchiveError::Cancelled,
+                stream::IoOrigin::LocalRead { path, source } => ArchiveError::io("reading", path, source),
+                stream::IoOrigin::Other(e) => ArchiveError::io("reading", &entry.abs, e),
+            })?;
             if read != size {
                 return Err(ArchiveError::io(
                     "reading",
@@ -359,23 +292,16 @@ fn remove_if_present(path: &Path) -> Result<(), ArchiveError> {
 /// Replaces `path` with `content`: temporary dotfile, fsync, rename. Owner-only.
 fn write_atomically(path: &Path, content: &[u8]) -> Result<(), ArchiveError> {
     let folder = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let mut temp = tempfile::Builder::new()
         .prefix(&format!(".{name}."))
         .suffix(".partial")
         .permissions(fs::Permissions::from_mode(0o600))
         .tempfile_in(folder)
         .map_err(|e| ArchiveError::io("creating a temporary file in", folder, e))?;
-    temp.write_all(content)
-        .map_err(|e| ArchiveError::io("writing", temp.path(), e))?;
-    temp.as_file()
-        .sync_all()
-        .map_err(|e| ArchiveError::io("syncing", temp.path(), e))?;
-    temp.persist(path)
-        .map_err(|e| ArchiveError::io("renaming the temporary file to", path, e.error))?;
+    temp.write_all(content).map_err(|e| ArchiveError::io("writing", temp.path(), e))?;
+    temp.as_file().sync_all().map_err(|e| ArchiveError::io("syncing", temp.path(), e))?;
+    temp.persist(path).map_err(|e| ArchiveError::io("renaming the temporary file to", path, e.error))?;
     Ok(())
 }
 
@@ -417,11 +343,9 @@ impl ArchiveStrategy for NoArchive {
     async fn list(&self) -> Result<Vec<ArchiveInfo>, ArchiveError> {
         let this = self.clone();
         tokio::task::spawn_blocking(move || match this.read_marker(false) {
-            Ok(Some((metadata, manifest))) => Ok(vec![ArchiveInfo {
-                metadata,
-                path: this.root().to_owned(),
-                bytes: manifest.total_bytes(),
-            }]),
+            Ok(Some((metadata, manifest))) => {
+                Ok(vec![ArchiveInfo { metadata, path: this.root().to_owned(), bytes: manifest.total_bytes() }])
+            }
             Ok(None) => Ok(Vec::new()),
             Err(e) => {
                 tracing::warn!(folder = %this.root().display(), error = %e, "skipping an unreadable backup");
@@ -450,11 +374,7 @@ impl ArchiveStrategy for NoArchive {
         .map_err(stream::join_error)?
     }
 
-    async fn verify(
-        &self,
-        _archive: &ArchiveInfo,
-        ctx: &StepContext,
-    ) -> Result<VerifyReport, ArchiveError> {
+    async fn verify(&self, _archive: &ArchiveInfo, ctx: &StepContext) -> Result<VerifyReport, ArchiveError> {
         let this = self.clone();
         stream::run_blocking(ctx, move |ctx| this.verify_blocking(&ctx)).await
     }

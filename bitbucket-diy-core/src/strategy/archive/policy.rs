@@ -43,9 +43,7 @@ pub(crate) fn check_symlink_target(link_path: &str, target: &str) -> Result<(), 
         return Err("the symlink has an empty target".to_owned());
     }
     if target.starts_with('/') {
-        return Err(format!(
-            "the symlink points to the absolute path `{target}`"
-        ));
+        return Err(format!("the symlink points to the absolute path `{target}`"));
     }
     let parent_depth = link_path.split('/').count() - 1;
     let mut ups = 0usize;
@@ -64,9 +62,7 @@ pub(crate) fn check_symlink_target(link_path: &str, target: &str) -> Result<(), 
         }
     }
     if ups > parent_depth {
-        return Err(format!(
-            "the symlink target `{target}` points outside the extracted tree"
-        ));
+        return Err(format!("the symlink target `{target}` points outside the extracted tree"));
     }
     Ok(())
 }
@@ -78,16 +74,11 @@ pub(crate) fn entry_kind(entry_type: tar::EntryType) -> Result<EntryKind, String
         EntryType::Regular | EntryType::Continuous => Ok(EntryKind::File),
         EntryType::Directory => Ok(EntryKind::Dir),
         EntryType::Symlink => Ok(EntryKind::Symlink),
-        EntryType::Link => {
-            Err("hardlinks are refused (bitbucket-diy never writes them)".to_owned())
-        }
+        EntryType::Link => Err("hardlinks are refused (bitbucket-diy never writes them)".to_owned()),
         EntryType::Char | EntryType::Block => Err("device files are refused".to_owned()),
         EntryType::Fifo => Err("fifos are refused".to_owned()),
         EntryType::GNUSparse => Err("sparse files are not supported".to_owned()),
-        other => Err(format!(
-            "entry type {:?} is not supported",
-            other.as_byte() as char
-        )),
+        other => Err(format!("entry type {:?} is not supported", other.as_byte() as char)),
     }
 }
 
@@ -102,12 +93,7 @@ pub(crate) struct EntryRules {
 
 impl EntryRules {
     /// Admits one entry (path normalized), or says why it is refused.
-    pub(crate) fn admit(
-        &mut self,
-        path: &str,
-        kind: EntryKind,
-        link: Option<&str>,
-    ) -> Result<(), String> {
+    pub(crate) fn admit(&mut self, path: &str, kind: EntryKind, link: Option<&str>) -> Result<(), String> {
         if path.split('/').next() == Some(WorkingFolder::STATE) {
             return Err(format!(
                 "`{}/` is reserved for bitbucket-diy's metadata ({METADATA_PATH}, {MANIFEST_PATH})",
@@ -159,18 +145,8 @@ mod tests {
 
     #[test]
     fn paths_are_normalized_or_refused() {
-        assert_eq!(
-            normalize_path(b"./bitbucket-home//x/").unwrap(),
-            "bitbucket-home/x"
-        );
-        for bad in [
-            &b"/etc/passwd"[..],
-            b"a/../../b",
-            b"..",
-            b"",
-            b"./",
-            b"a/\xff",
-        ] {
+        assert_eq!(normalize_path(b"./bitbucket-home//x/").unwrap(), "bitbucket-home/x");
+        for bad in [&b"/etc/passwd"[..], b"a/../../b", b"..", b"", b"./", b"a/\xff"] {
             assert!(normalize_path(bad).is_err(), "{bad:?} accepted");
         }
     }
@@ -199,10 +175,6 @@ mod tests {
         assert!(rules.admit("h/f/g", EntryKind::File, None).is_err());
         rules.admit("h/e/f", EntryKind::File, None).unwrap();
         assert!(rules.admit("h/e", EntryKind::File, None).is_err());
-        assert!(
-            rules
-                .admit(".bitbucket-diy/x", EntryKind::File, None)
-                .is_err()
-        );
+        assert!(rules.admit(".bitbucket-diy/x", EntryKind::File, None).is_err());
     }
 }

@@ -6,8 +6,7 @@ use std::io::{self, BufReader, Read};
 use std::path::Path;
 
 use crate::archive_format::{
-    BackupMetadata, EntryKind, FORMAT_VERSION, MANIFEST_PATH, METADATA_PATH, Manifest,
-    ManifestEntry,
+    BackupMetadata, EntryKind, FORMAT_VERSION, MANIFEST_PATH, METADATA_PATH, Manifest, ManifestEntry,
 };
 use crate::events::Phase;
 use crate::strategy::{ArchiveError, StepContext};
@@ -22,25 +21,14 @@ const METADATA_LIMIT: u64 = 1 << 20;
 
 /// Parses metadata JSON. `strict` refuses a format newer than this version reads (verify,
 /// extract); `list` is lenient so that newer backups still show.
-pub(crate) fn parse_metadata(
-    archive: &Path,
-    bytes: &[u8],
-    strict: bool,
-) -> Result<BackupMetadata, ArchiveError> {
-    let corrupt = |reason: String| ArchiveError::Corrupt {
-        archive: archive.to_owned(),
-        reason,
-    };
+pub(crate) fn parse_metadata(archive: &Path, bytes: &[u8], strict: bool) -> Result<BackupMetadata, ArchiveError> {
+    let corrupt = |reason: String| ArchiveError::Corrupt { archive: archive.to_owned(), reason };
     let value: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|e| corrupt(format!("the metadata ({METADATA_PATH}) is not JSON: {e}")))?;
     let version = value
         .get("format_version")
         .and_then(serde_json::Value::as_u64)
-        .ok_or_else(|| {
-            corrupt(format!(
-                "the metadata ({METADATA_PATH}) has no format_version"
-            ))
-        })?;
+        .ok_or_else(|| corrupt(format!("the metadata ({METADATA_PATH}) has no format_version")))?;
     if strict && version > u64::from(FORMAT_VERSION) {
         return Err(ArchiveError::UnsupportedFormat {
             archive: archive.to_owned(),
@@ -48,54 +36,41 @@ pub(crate) fn parse_metadata(
             supported: FORMAT_VERSION,
         });
     }
-    serde_json::from_value(value)
-        .map_err(|e| corrupt(format!("the metadata ({METADATA_PATH}) is invalid: {e}")))
+    serde_json::from_value(value).map_err(|e| corrupt(format!("the metadata ({METADATA_PATH}) is invalid: {e}")))
 }
 
 /// Reads the first entry of the archive at `path` only: fast however large the archive.
 pub(crate) fn read_metadata<C: Codec>(path: &Path) -> Result<BackupMetadata, ArchiveError> {
     let file = File::open(path).map_err(|e| ArchiveError::io("opening", path, e))?;
-    let decoder = C::decoder(BufReader::with_capacity(64 << 10, file))
-        .map_err(|e| stream::corrupt(path, e))?;
+    let decoder = C::decoder(BufReader::with_capacity(64 << 10, file)).map_err(|e| stream::corrupt(path, e))?;
     let mut archive = tar::Archive::new(decoder);
     let mut entries = archive.entries().map_err(|e| stream::corrupt(path, e))?;
     let first = match entries.next() {
         Some(entry) => entry.map_err(|e| stream::corrupt(path, e))?,
         None => {
-            return Err(ArchiveError::MissingManifest {
-                archive: path.to_owned(),
-            });
+            return Err(ArchiveError::MissingManifest { archive: path.to_owned() });
         }
     };
     let bytes = read_metadata_entry(path, first)?;
     parse_metadata(path, &bytes, false)
 }
 
-fn read_metadata_entry<R: Read>(
-    archive: &Path,
-    mut entry: tar::Entry<'_, R>,
-) -> Result<Vec<u8>, ArchiveError> {
+fn read_metadata_entry<R: Read>(archive: &Path, mut entry: tar::Entry<'_, R>) -> Result<Vec<u8>, ArchiveError> {
     let is_metadata = policy::normalize_path(&entry.path_bytes()).is_ok_and(|p| p == METADATA_PATH)
         && entry.header().entry_type().is_file();
     if !is_metadata {
         // Not one of ours (or damaged beyond its first entry): no metadata means no manifest.
-        return Err(ArchiveError::MissingManifest {
-            archive: archive.to_owned(),
-        });
+        return Err(ArchiveError::MissingManifest { archive: archive.to_owned() });
     }
     let size = entry.size();
     if size > METADATA_LIMIT {
         return Err(ArchiveError::Corrupt {
             archive: archive.to_owned(),
-            reason: format!(
-                "the metadata entry declares {size} bytes; at most {METADATA_LIMIT} are expected"
-            ),
+            reason: format!("the metadata entry declares {size} bytes; at most {METADATA_LIMIT} are expected"),
         });
     }
     let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-    entry
-        .read_to_end(&mut bytes)
-        .map_err(|e| stream::read_error(archive, e))?;
+    entry.read_to_end(&mut bytes).map_err(|e| stream::read_error(archive, e))?;
     if bytes.len() as u64 != size {
         return Err(ArchiveError::Corrupt {
             archive: archive.to_owned(),
@@ -142,24 +117,17 @@ pub(crate) fn scan<C: Codec>(
     sink: &mut dyn EntrySink,
 ) -> Result<Scanned, ArchiveError> {
     let file = File::open(path).map_err(|e| ArchiveError::io("opening", path, e))?;
-    let size = file
-        .metadata()
-        .map_err(|e| ArchiveError::io("reading", path, e))?
-        .len();
+    let size = file.metadata().map_err(|e| ArchiveError::io("reading", path, e))?.len();
     let progress = Progress::start(ctx, phase, Some(size));
     let counted = CountingReader::new(file, path, progress);
-    let decoder = C::decoder(BufReader::with_capacity(IO_BUFFER, counted))
-        .map_err(|e| stream::read_error(path, e))?;
+    let decoder = C::decoder(BufReader::with_capacity(IO_BUFFER, counted)).map_err(|e| stream::read_error(path, e))?;
     let mut archive = tar::Archive::new(decoder);
     let unsafe_entry = |entry: &str, reason: String| ArchiveError::UnsafeEntry {
         archive: path.to_owned(),
         entry: entry.to_owned(),
         reason,
     };
-    let corrupt = |reason: String| ArchiveError::Corrupt {
-        archive: path.to_owned(),
-        reason,
-    };
+    let corrupt = |reason: String| ArchiveError::Corrupt { archive: path.to_owned(), reason };
 
     let mut rules = EntryRules::default();
     let mut found = Vec::new();
@@ -170,9 +138,7 @@ pub(crate) fn scan<C: Codec>(
         let first = match entries.next() {
             Some(entry) => entry.map_err(|e| stream::read_error(path, e))?,
             None => {
-                return Err(ArchiveError::MissingManifest {
-                    archive: path.to_owned(),
-                });
+                return Err(ArchiveError::MissingManifest { archive: path.to_owned() });
             }
         };
         let metadata = parse_metadata(path, &read_metadata_entry(path, first)?, true)?;
@@ -185,73 +151,44 @@ pub(crate) fn scan<C: Codec>(
             let raw_path = entry.path_bytes().into_owned();
             let shown = String::from_utf8_lossy(&raw_path).into_owned();
             if manifest.is_some() {
-                return Err(corrupt(format!(
-                    "entry `{shown}` follows the manifest, which must be last"
-                )));
+                return Err(corrupt(format!("entry `{shown}` follows the manifest, which must be last")));
             }
-            let name =
-                policy::normalize_path(&raw_path).map_err(|reason| unsafe_entry(&shown, reason))?;
+            let name = policy::normalize_path(&raw_path).map_err(|reason| unsafe_entry(&shown, reason))?;
             let entry_type = entry.header().entry_type();
             if name == MANIFEST_PATH && entry_type.is_file() {
                 manifest = Some(read_manifest(path, &mut entry)?);
                 continue;
             }
-            let kind =
-                policy::entry_kind(entry_type).map_err(|reason| unsafe_entry(&shown, reason))?;
+            let kind = policy::entry_kind(entry_type).map_err(|reason| unsafe_entry(&shown, reason))?;
             let link = match kind {
                 EntryKind::Symlink => {
                     let target = entry.link_name_bytes().unwrap_or_default().into_owned();
-                    let target = String::from_utf8(target).map_err(|_| {
-                        unsafe_entry(&shown, "the symlink target is not valid UTF-8".to_owned())
-                    })?;
+                    let target = String::from_utf8(target)
+                        .map_err(|_| unsafe_entry(&shown, "the symlink target is not valid UTF-8".to_owned()))?;
                     Some(target)
                 }
                 _ => None,
             };
-            rules
-                .admit(&name, kind, link.as_deref())
-                .map_err(|reason| unsafe_entry(&shown, reason))?;
+            rules.admit(&name, kind, link.as_deref()).map_err(|reason| unsafe_entry(&shown, reason))?;
             let header = entry.header();
-            let mode = header
-                .mode()
-                .map_err(|e| corrupt(format!("entry `{shown}`: {e}")))?;
-            let mtime = header
-                .mtime()
-                .map_err(|e| corrupt(format!("entry `{shown}`: {e}")))?;
+            let mode = header.mode().map_err(|e| corrupt(format!("entry `{shown}`: {e}")))?;
+            let mtime = header.mtime().map_err(|e| corrupt(format!("entry `{shown}`: {e}")))?;
             let mtime = i64::try_from(mtime).unwrap_or(i64::MAX);
             let recorded = match kind {
                 EntryKind::Dir => {
                     sink.folder(&name, mode, mtime)?;
-                    ManifestEntry {
-                        path: name,
-                        kind,
-                        size: 0,
-                        sha256: None,
-                        link: None,
-                    }
+                    ManifestEntry { path: name, kind, size: 0, sha256: None, link: None }
                 }
                 EntryKind::Symlink => {
                     let target = link.unwrap_or_default();
                     sink.symlink(&name, &target, mtime)?;
-                    ManifestEntry {
-                        path: name,
-                        kind,
-                        size: 0,
-                        sha256: None,
-                        link: Some(target),
-                    }
+                    ManifestEntry { path: name, kind, size: 0, sha256: None, link: Some(target) }
                 }
                 EntryKind::File => {
                     let size = entry.size();
                     let sha256 = sink.file(&name, mode, mtime, size, &mut entry)?;
                     bytes += size;
-                    ManifestEntry {
-                        path: name,
-                        kind,
-                        size,
-                        sha256: Some(sha256),
-                        link: None,
-                    }
+                    ManifestEntry { path: name, kind, size, sha256: Some(sha256), link: None }
                 }
             };
             found.push(recorded);
@@ -263,21 +200,12 @@ pub(crate) fn scan<C: Codec>(
     let mut rest = archive.into_inner();
     io::copy(&mut rest, &mut io::sink()).map_err(|e| stream::read_error(path, e))?;
 
-    let manifest = manifest.ok_or_else(|| ArchiveError::MissingManifest {
-        archive: path.to_owned(),
-    })?;
+    let manifest = manifest.ok_or_else(|| ArchiveError::MissingManifest { archive: path.to_owned() })?;
     check_against_manifest(path, &metadata, &manifest, &found)?;
-    Ok(Scanned {
-        metadata,
-        manifest,
-        bytes,
-    })
+    Ok(Scanned { metadata, manifest, bytes })
 }
 
-fn read_manifest<R: Read>(
-    archive: &Path,
-    entry: &mut tar::Entry<'_, R>,
-) -> Result<Manifest, ArchiveError> {
+fn read_manifest<R: Read>(archive: &Path, entry: &mut tar::Entry<'_, R>) -> Result<Manifest, ArchiveError> {
     let declared = entry.size();
     let mut counted = entry.take(declared);
     let parsed: Result<Manifest, serde_json::Error> =
@@ -291,10 +219,7 @@ fn read_manifest<R: Read>(
                 reason: "the archive ends inside the manifest (truncated)".to_owned(),
             }
         } else {
-            ArchiveError::Corrupt {
-                archive: archive.to_owned(),
-                reason: format!("the manifest is invalid: {e}"),
-            }
+            ArchiveError::Corrupt { archive: archive.to_owned(), reason: format!("the manifest is invalid: {e}") }
         }
     })
 }
@@ -339,10 +264,7 @@ pub(crate) struct VerifySink {
 impl VerifySink {
     /// For the archive at `archive`.
     pub(crate) fn new(archive: &Path) -> Self {
-        Self {
-            archive: archive.to_owned(),
-            buf: vec![0; IO_BUFFER],
-        }
+        Self { archive: archive.to_owned(), buf: vec![0; IO_BUFFER] }
     }
 }
 
@@ -363,9 +285,7 @@ impl EntrySink for VerifySink {
             CopyError::Read(e) | CopyError::Write(e) => stream::read_error(&self.archive, e),
             CopyError::Short { got } => ArchiveError::Corrupt {
                 archive: self.archive.clone(),
-                reason: format!(
-                    "entry `{path}` declares {size} bytes but only {got} follow (truncated)"
-                ),
+                reason: format!("entry `{path}` declares {size} bytes but only {got} follow (truncated)"),
             },
         })
     }
@@ -384,10 +304,7 @@ pub(crate) struct ExtractSink<'e> {
 impl<'e> ExtractSink<'e> {
     /// Extracts the archive at `archive` through `extractor`.
     pub(crate) fn new(archive: &Path, extractor: &'e mut Extractor) -> Self {
-        Self {
-            archive: archive.to_owned(),
-            extractor,
-        }
+        Self { archive: archive.to_owned(), extractor }
     }
 }
 
@@ -406,12 +323,7 @@ impl EntrySink for ExtractSink<'_> {
     ) -> Result<String, ArchiveError> {
         let archive = &self.archive;
         let read_error = |e| stream::read_error(archive, e);
-        let data = FileData {
-            reader: data,
-            size,
-            read_error: &read_error,
-            progress: None,
-        };
+        let data = FileData { reader: data, size, read_error: &read_error, progress: None };
         self.extractor.file(path, mode, mtime, data)
     }
 

@@ -65,14 +65,10 @@ pub(crate) fn copy_and_hash(
     let mut hasher = Sha256::new();
     let mut remaining = size;
     while remaining > 0 {
-        let want = usize::try_from(remaining)
-            .unwrap_or(usize::MAX)
-            .min(buf.len());
+        let want = usize::try_from(remaining).unwrap_or(usize::MAX).min(buf.len());
         let n = match data.read(&mut buf[..want]) {
             Ok(0) => {
-                return Err(CopyError::Short {
-                    got: size - remaining,
-                });
+                return Err(CopyError::Short { got: size - remaining });
             }
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -96,14 +92,8 @@ fn restored_mode(mode: u32) -> Mode {
 
 fn mtime_only(mtime: i64) -> Timestamps {
     Timestamps {
-        last_access: Timespec {
-            tv_sec: 0,
-            tv_nsec: UTIME_OMIT,
-        },
-        last_modification: Timespec {
-            tv_sec: mtime,
-            tv_nsec: 0,
-        },
+        last_access: Timespec { tv_sec: 0, tv_nsec: UTIME_OMIT },
+        last_modification: Timespec { tv_sec: mtime, tv_nsec: 0 },
     }
 }
 
@@ -115,10 +105,7 @@ fn split_parent(path: &str) -> (&str, &str) {
     }
 }
 
-const DIR_FLAGS: OFlags = OFlags::RDONLY
-    .union(OFlags::DIRECTORY)
-    .union(OFlags::NOFOLLOW)
-    .union(OFlags::CLOEXEC);
+const DIR_FLAGS: OFlags = OFlags::RDONLY.union(OFlags::DIRECTORY).union(OFlags::NOFOLLOW).union(OFlags::CLOEXEC);
 
 #[derive(Debug)]
 struct DelayedSymlink {
@@ -163,9 +150,7 @@ impl Extractor {
                         target,
                         io::Error::new(
                             io::ErrorKind::DirectoryNotEmpty,
-                            format!(
-                                "the folder is not empty (it holds `{name}`); extraction needs an empty folder"
-                            ),
+                            format!("the folder is not empty (it holds `{name}`); extraction needs an empty folder"),
                         ),
                     ));
                 }
@@ -183,12 +168,8 @@ impl Extractor {
         }
         // The target itself may be a symlink the operator chose (`/restore` → a big disk); only
         // what is below it is resolved without following links.
-        let root = rustix::fs::open(
-            target,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| ArchiveError::io("opening", target, e.into()))?;
+        let root = rustix::fs::open(target, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+            .map_err(|e| ArchiveError::io("opening", target, e.into()))?;
         Ok(Self {
             archive: archive.to_owned(),
             target: target.to_owned(),
@@ -202,11 +183,7 @@ impl Extractor {
     }
 
     fn unsafe_entry(&self, entry: &str, reason: impl Into<String>) -> ArchiveError {
-        ArchiveError::UnsafeEntry {
-            archive: self.archive.clone(),
-            entry: entry.to_owned(),
-            reason: reason.into(),
-        }
+        ArchiveError::UnsafeEntry { archive: self.archive.clone(), entry: entry.to_owned(), reason: reason.into() }
     }
 
     fn io_error(&self, entry: &str, error: io::Error) -> ArchiveError {
@@ -219,10 +196,7 @@ impl Extractor {
         if parent.is_empty() {
             return Ok(self.root.as_fd());
         }
-        let cached = self
-            .parent_cache
-            .as_ref()
-            .is_some_and(|(path, _)| path == parent);
+        let cached = self.parent_cache.as_ref().is_some_and(|(path, _)| path == parent);
         if !cached {
             let mut current: Option<OwnedFd> = None;
             for name in parent.split('/') {
@@ -230,9 +204,7 @@ impl Extractor {
                 let next = open_or_create_folder(dir, name).map_err(|e| match e {
                     Errno::LOOP | Errno::NOTDIR => self.unsafe_entry(
                         entry,
-                        format!(
-                            "`{parent}` is not a folder on disk (a symlink or a file is in the way)"
-                        ),
+                        format!("`{parent}` is not a folder on disk (a symlink or a file is in the way)"),
                     ),
                     other => self.io_error(entry, other.into()),
                 })?;
@@ -259,21 +231,13 @@ impl Extractor {
                 // Created earlier as the parent of an entry listed before its folder.
                 let stat = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
                     .map_err(|e| self.io_error(path, e.into()))?;
-                if rustix::fs::FileType::from_raw_mode(stat.st_mode)
-                    != rustix::fs::FileType::Directory
-                {
-                    return Err(
-                        self.unsafe_entry(path, "a non-folder entry of the same name exists")
-                    );
+                if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::Directory {
+                    return Err(self.unsafe_entry(path, "a non-folder entry of the same name exists"));
                 }
             }
             Err(e) => return Err(self.io_error(path, e.into())),
         }
-        self.folders.push(DelayedFolder {
-            path: path.to_owned(),
-            mode,
-            mtime,
-        });
+        self.folders.push(DelayedFolder { path: path.to_owned(), mode, mtime });
         Ok(())
     }
 
@@ -286,16 +250,10 @@ impl Extractor {
         mtime: i64,
         data: FileData<'_>,
     ) -> Result<String, ArchiveError> {
-        let FileData {
-            reader,
-            size,
-            read_error,
-            progress,
-        } = data;
+        let FileData { reader, size, read_error, progress } = data;
         let (parent, name) = split_parent(path);
         let dir = self.parent_fd(path, parent)?;
-        let flags =
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let fd = match rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(0o600)) {
             Ok(fd) => fd,
             Err(Errno::EXIST) => {
@@ -314,26 +272,18 @@ impl Extractor {
             Err(CopyError::Short { got }) => {
                 return Err(self.unsafe_entry(
                     path,
-                    format!(
-                        "it declares {size} bytes but only {got} follow (truncated or forged size)"
-                    ),
+                    format!("it declares {size} bytes but only {got} follow (truncated or forged size)"),
                 ));
             }
         };
-        rustix::fs::fchmod(&file, restored_mode(mode))
-            .map_err(|e| self.io_error(path, e.into()))?;
-        rustix::fs::futimens(&file, &mtime_only(mtime))
-            .map_err(|e| self.io_error(path, e.into()))?;
+        rustix::fs::fchmod(&file, restored_mode(mode)).map_err(|e| self.io_error(path, e.into()))?;
+        rustix::fs::futimens(&file, &mtime_only(mtime)).map_err(|e| self.io_error(path, e.into()))?;
         Ok(sha256)
     }
 
     /// A symlink, created by [`Self::create_symlinks`] once every file is in place.
     pub(crate) fn symlink(&mut self, path: &str, target: &str, mtime: i64) {
-        self.symlinks.push(DelayedSymlink {
-            path: path.to_owned(),
-            target: target.to_owned(),
-            mtime,
-        });
+        self.symlinks.push(DelayedSymlink { path: path.to_owned(), target: target.to_owned(), mtime });
     }
 
     /// Creates the delayed symlinks.
@@ -345,31 +295,19 @@ impl Extractor {
             match rustix::fs::symlinkat(link.target.as_str(), dir, name) {
                 Ok(()) => {}
                 Err(Errno::EXIST) => {
-                    return Err(
-                        self.unsafe_entry(&link.path, "an entry of the same name exists already")
-                    );
+                    return Err(self.unsafe_entry(&link.path, "an entry of the same name exists already"));
                 }
                 Err(e) => return Err(self.io_error(&link.path, e.into())),
             }
             let dir = self.parent_fd(&link.path, parent)?;
-            rustix::fs::utimensat(
-                dir,
-                name,
-                &mtime_only(link.mtime),
-                AtFlags::SYMLINK_NOFOLLOW,
-            )
-            .map_err(|e| self.io_error(&link.path, e.into()))?;
+            rustix::fs::utimensat(dir, name, &mtime_only(link.mtime), AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(|e| self.io_error(&link.path, e.into()))?;
         }
         Ok(())
     }
 
     /// Writes one of bitbucket-diy's own files (metadata, manifest), owner-only.
-    pub(crate) fn own_file(
-        &mut self,
-        path: &str,
-        content: &[u8],
-        mtime: i64,
-    ) -> Result<(), ArchiveError> {
+    pub(crate) fn own_file(&mut self, path: &str, content: &[u8], mtime: i64) -> Result<(), ArchiveError> {
         let archive = self.archive.clone();
         let data = FileData {
             reader: &mut &content[..],
@@ -391,23 +329,15 @@ impl Extractor {
             let dir = self.parent_fd(&folder.path, parent)?;
             let fd = rustix::fs::openat(dir, name, DIR_FLAGS, Mode::empty())
                 .map_err(|e| self.io_error(&folder.path, e.into()))?;
-            rustix::fs::fchmod(&fd, restored_mode(folder.mode))
-                .map_err(|e| self.io_error(&folder.path, e.into()))?;
-            rustix::fs::futimens(&fd, &mtime_only(folder.mtime))
-                .map_err(|e| self.io_error(&folder.path, e.into()))?;
+            rustix::fs::fchmod(&fd, restored_mode(folder.mode)).map_err(|e| self.io_error(&folder.path, e.into()))?;
+            rustix::fs::futimens(&fd, &mtime_only(folder.mtime)).map_err(|e| self.io_error(&folder.path, e.into()))?;
         }
         Ok(())
     }
 
     /// Removes everything written below the target (and the target, if it was created).
     pub(crate) fn abandon(self) {
-        let Self {
-            target,
-            created_target,
-            root,
-            parent_cache,
-            ..
-        } = self;
+        let Self { target, created_target, root, parent_cache, .. } = self;
         drop(parent_cache);
         drop(root);
         remove_contents(&target);
@@ -436,12 +366,7 @@ fn open_or_create_folder(dir: BorrowedFd<'_>, name: &str) -> Result<OwnedFd, Err
 /// the archive, so they are made writable first; symlinks are removed, never followed.
 fn remove_contents(target: &Path) {
     use std::os::unix::fs::PermissionsExt;
-    for item in walkdir::WalkDir::new(target)
-        .min_depth(1)
-        .follow_links(false)
-        .into_iter()
-        .flatten()
-    {
+    for item in walkdir::WalkDir::new(target).min_depth(1).follow_links(false).into_iter().flatten() {
         if item.file_type().is_dir() {
             let _ = fs::set_permissions(item.path(), fs::Permissions::from_mode(0o700));
         }

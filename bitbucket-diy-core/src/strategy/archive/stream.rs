@@ -75,22 +75,13 @@ pub(crate) enum IoOrigin {
 
 /// Unwrap the markers put on by this module's readers.
 pub(crate) fn origin(error: io::Error) -> IoOrigin {
-    if error
-        .get_ref()
-        .is_some_and(|inner| inner.is::<CancelledMarker>())
-    {
+    if error.get_ref().is_some_and(|inner| inner.is::<CancelledMarker>()) {
         return IoOrigin::Cancelled;
     }
-    if error
-        .get_ref()
-        .is_some_and(|inner| inner.is::<LocalReadError>())
-    {
+    if error.get_ref().is_some_and(|inner| inner.is::<LocalReadError>()) {
         if let Some(inner) = error.into_inner() {
             if let Ok(local) = inner.downcast::<LocalReadError>() {
-                return IoOrigin::LocalRead {
-                    path: local.path,
-                    source: local.source,
-                };
+                return IoOrigin::LocalRead { path: local.path, source: local.source };
             }
         }
         return IoOrigin::Other(io::Error::other("unreadable local file"));
@@ -113,10 +104,7 @@ pub(crate) fn corrupt(archive: &Path, error: io::Error) -> ArchiveError {
         io::ErrorKind::UnexpectedEof => format!("it ends unexpectedly (truncated?): {error}"),
         _ => error.to_string(),
     };
-    ArchiveError::Corrupt {
-        archive: archive.to_owned(),
-        reason,
-    }
+    ArchiveError::Corrupt { archive: archive.to_owned(), reason }
 }
 
 /// Throttled progress reports and cancellation checks for one phase.
@@ -166,19 +154,14 @@ impl Progress {
 
     /// Fails when the run is cancelled.
     pub(crate) fn check_cancelled(&self) -> io::Result<()> {
-        if self.ctx.is_cancelled() {
-            Err(cancelled_io())
-        } else {
-            Ok(())
-        }
+        if self.ctx.is_cancelled() { Err(cancelled_io()) } else { Ok(()) }
     }
 
     /// Report the count now (at the end of the phase).
     pub(crate) fn report(&mut self) {
         self.last_report = Instant::now();
         self.next_report_at = self.done.saturating_add(Self::step(self.total));
-        self.ctx
-            .progress(self.phase, self.done, self.total, Unit::Bytes);
+        self.ctx.progress(self.phase, self.done, self.total, Unit::Bytes);
     }
 
     /// The context, for warnings.
@@ -199,13 +182,7 @@ pub(crate) struct HashingReader<'p, R> {
 impl<'p, R: Read> HashingReader<'p, R> {
     /// Wraps `inner`, which reads the local file at `path`.
     pub(crate) fn new(inner: R, path: &'p Path, progress: &'p mut Progress) -> Self {
-        Self {
-            inner,
-            path,
-            hasher: Sha256::new(),
-            read: 0,
-            progress,
-        }
+        Self { inner, path, hasher: Sha256::new(), read: 0, progress }
     }
 
     /// Bytes read so far.
@@ -226,12 +203,10 @@ impl<'p, R: Read> HashingReader<'p, R> {
 
 impl<R: Read> Read for HashingReader<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf).map_err(|source| {
-            io::Error::other(LocalReadError {
-                path: self.path.to_owned(),
-                source,
-            })
-        })?;
+        let n = self
+            .inner
+            .read(buf)
+            .map_err(|source| io::Error::other(LocalReadError { path: self.path.to_owned(), source }))?;
         self.hasher.update(&buf[..n]);
         self.read += n as u64;
         self.progress.advance(n as u64)?;
@@ -250,22 +225,16 @@ pub(crate) struct CountingReader<R> {
 impl<R: Read> CountingReader<R> {
     /// Wraps `inner`, which reads the archive file at `path`.
     pub(crate) fn new(inner: R, path: &Path, progress: Progress) -> Self {
-        Self {
-            inner,
-            path: path.to_owned(),
-            progress,
-        }
+        Self { inner, path: path.to_owned(), progress }
     }
 }
 
 impl<R: Read> Read for CountingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf).map_err(|source| {
-            io::Error::other(LocalReadError {
-                path: self.path.clone(),
-                source,
-            })
-        })?;
+        let n = self
+            .inner
+            .read(buf)
+            .map_err(|source| io::Error::other(LocalReadError { path: self.path.clone(), source }))?;
         if n == 0 {
             self.progress.report();
         } else {
@@ -283,15 +252,8 @@ pub(crate) async fn run_blocking<T: Send + 'static>(
 ) -> Result<T, ArchiveError> {
     let token = ctx.cancellation().child_token();
     let _cancel_on_drop = token.clone().drop_guard();
-    let job_ctx = StepContext::new(
-        ctx.backup_id().clone(),
-        ctx.working().clone(),
-        ctx.events().clone(),
-        token,
-    );
-    tokio::task::spawn_blocking(move || job(job_ctx))
-        .await
-        .map_err(join_error)?
+    let job_ctx = StepContext::new(ctx.backup_id().clone(), ctx.working().clone(), ctx.events().clone(), token);
+    tokio::task::spawn_blocking(move || job(job_ctx)).await.map_err(join_error)?
 }
 
 /// A blocking task that did not complete: a panic is re-raised (a bug must not pass for an

@@ -5,9 +5,7 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 
 use crate::archive_format::{BackupMetadata, Manifest};
-use crate::strategy::{
-    ArchiveError, ArchiveInfo, ArchiveStrategy, StepContext, VerifyReport, WorkingFolder,
-};
+use crate::strategy::{ArchiveError, ArchiveInfo, ArchiveStrategy, StepContext, VerifyReport, WorkingFolder};
 
 use super::codec::{Codec, Gzip};
 use super::file_archive::FileArchive;
@@ -25,9 +23,7 @@ pub struct TarGzArchive {
 impl TarGzArchive {
     /// Archives kept in `folder` (created owner-only if missing), compressed at gzip `level` (1–9).
     pub fn new(folder: PathBuf, level: u32) -> Self {
-        Self {
-            inner: FileArchive::new(folder, Gzip { level }),
-        }
+        Self { inner: FileArchive::new(folder, Gzip { level }) }
     }
 }
 
@@ -58,20 +54,11 @@ impl ArchiveStrategy for TarGzArchive {
         self.inner.remove(archive).await
     }
 
-    async fn verify(
-        &self,
-        archive: &ArchiveInfo,
-        ctx: &StepContext,
-    ) -> Result<VerifyReport, ArchiveError> {
+    async fn verify(&self, archive: &ArchiveInfo, ctx: &StepContext) -> Result<VerifyReport, ArchiveError> {
         self.inner.verify(archive, ctx).await
     }
 
-    async fn extract(
-        &self,
-        archive: &ArchiveInfo,
-        target: &Path,
-        ctx: &StepContext,
-    ) -> Result<Manifest, ArchiveError> {
+    async fn extract(&self, archive: &ArchiveInfo, target: &Path, ctx: &StepContext) -> Result<Manifest, ArchiveError> {
         self.inner.extract(archive, target, ctx).await
     }
 }

@@ -5,9 +5,7 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 
 use crate::archive_format::{BackupMetadata, Manifest};
-use crate::strategy::{
-    ArchiveError, ArchiveInfo, ArchiveStrategy, StepContext, VerifyReport, WorkingFolder,
-};
+use crate::strategy::{ArchiveError, ArchiveInfo, ArchiveStrategy, StepContext, VerifyReport, WorkingFolder};
 
 use super::codec::{Codec, Zstd};
 use super::file_archive::FileArchive;
@@ -28,9 +26,7 @@ impl TarZstdArchive {
     /// Archives kept in `folder` (created owner-only if missing), compressed at zstd `level`
     /// (1–19) by `threads` workers (0 means one per core).
     pub fn new(folder: PathBuf, level: i32, threads: u32) -> Self {
-        Self {
-            inner: FileArchive::new(folder, Zstd { level, threads }),
-        }
+        Self { inner: FileArchive::new(folder, Zstd { level, threads }) }
     }
 }
 
@@ -61,20 +57,11 @@ impl ArchiveStrategy for TarZstdArchive {
         self.inner.remove(archive).await
     }
 
-    async fn verify(
-        &self,
-        archive: &ArchiveInfo,
-        ctx: &StepContext,
-    ) -> Result<VerifyReport, ArchiveError> {
+    async fn verify(&self, archive: &ArchiveInfo, ctx: &StepContext) -> Result<VerifyReport, ArchiveError> {
         self.inner.verify(archive, ctx).await
     }
 
-    async fn extract(
-        &self,
-        archive: &ArchiveInfo,
-        target: &Path,
-        ctx: &StepContext,
-    ) -> Result<Manifest, ArchiveError> {
+    async fn extract(&self, archive: &ArchiveInfo, target: &Path, ctx: &StepContext) -> Result<Manifest, ArchiveError> {
         self.inner.extract(archive, target, ctx).await
     }
 }

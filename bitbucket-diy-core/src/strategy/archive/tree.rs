@@ -11,11 +11,8 @@ use crate::strategy::{ArchiveError, StepContext, WorkingFolder};
 use super::policy;
 
 /// The folders of a working folder that are archived, in archive order. Never the state folder.
-pub(crate) const ARCHIVED_FOLDERS: [&str; 3] = [
-    WorkingFolder::DATABASE,
-    WorkingFolder::HOME,
-    WorkingFolder::DATA_STORES,
-];
+pub(crate) const ARCHIVED_FOLDERS: [&str; 3] =
+    [WorkingFolder::DATABASE, WorkingFolder::HOME, WorkingFolder::DATA_STORES];
 
 /// One file, folder or symlink of the tree.
 #[derive(Debug)]
@@ -61,10 +58,7 @@ pub(crate) fn walk(
         }
         // follow_links(false) on the root too: a symlinked `bitbucket-home` is stored as the
         // symlink it is, like any other, rather than silently archiving another tree.
-        let walker = walkdir::WalkDir::new(&top)
-            .follow_links(false)
-            .follow_root_links(false)
-            .sort_by_file_name();
+        let walker = walkdir::WalkDir::new(&top).follow_links(false).follow_root_links(false).sort_by_file_name();
         for item in walker {
             if ctx.is_cancelled() {
                 return Err(ArchiveError::Cancelled);
@@ -74,9 +68,7 @@ pub(crate) fn walk(
                 ArchiveError::io("walking", path, e.into())
             })?;
             let abs = item.path().to_owned();
-            let meta = item
-                .metadata()
-                .map_err(|e| ArchiveError::io("reading", &abs, e.into()))?;
+            let meta = item.metadata().map_err(|e| ArchiveError::io("reading", &abs, e.into()))?;
             let rel = relative_name(root, &abs)?;
             let file_type = meta.file_type();
             let (kind, link) = if file_type.is_dir() {
@@ -84,26 +76,17 @@ pub(crate) fn walk(
             } else if file_type.is_file() {
                 (EntryKind::File, None)
             } else if file_type.is_symlink() {
-                let target = fs::read_link(&abs)
-                    .map_err(|e| ArchiveError::io("reading the symlink", &abs, e))?;
-                let target = target.into_os_string().into_string().map_err(|_| {
-                    ArchiveError::io("reading the symlink", &abs, not_utf8("its target"))
-                })?;
+                let target = fs::read_link(&abs).map_err(|e| ArchiveError::io("reading the symlink", &abs, e))?;
+                let target = target
+                    .into_os_string()
+                    .into_string()
+                    .map_err(|_| ArchiveError::io("reading the symlink", &abs, not_utf8("its target")))?;
                 (EntryKind::Symlink, Some(target))
             } else {
-                ctx.warn(format!(
-                    "skipping {}: sockets, fifos and device files are not archived",
-                    abs.display()
-                ));
+                ctx.warn(format!("skipping {}: sockets, fifos and device files are not archived", abs.display()));
                 continue;
             };
-            visit(TreeEntry {
-                rel,
-                abs,
-                kind,
-                meta,
-                link,
-            })?;
+            visit(TreeEntry { rel, abs, kind, meta, link })?;
         }
     }
     Ok(())
@@ -112,10 +95,7 @@ pub(crate) fn walk(
 /// Warns when `root` holds none of the archived folders: the backup would be empty, which is
 /// almost always a misconfigured working folder.
 pub(crate) fn warn_if_nothing_to_archive(root: &Path, ctx: &StepContext) {
-    if !ARCHIVED_FOLDERS
-        .iter()
-        .any(|f| fs::symlink_metadata(root.join(f)).is_ok())
-    {
+    if !ARCHIVED_FOLDERS.iter().any(|f| fs::symlink_metadata(root.join(f)).is_ok()) {
         ctx.warn(format!(
             "{} holds none of {}: the backup has no content",
             root.display(),
@@ -155,17 +135,11 @@ pub(crate) fn open_no_follow(path: &Path) -> Result<File, ArchiveError> {
 }
 
 fn relative_name(root: &Path, abs: &Path) -> Result<String, ArchiveError> {
-    let rel = abs.strip_prefix(root).map_err(|_| {
-        ArchiveError::io(
-            "walking",
-            abs,
-            io::Error::other("path is outside the working folder"),
-        )
-    })?;
+    let rel = abs
+        .strip_prefix(root)
+        .map_err(|_| ArchiveError::io("walking", abs, io::Error::other("path is outside the working folder")))?;
     let parts: Option<Vec<&str>> = rel.components().map(|c| c.as_os_str().to_str()).collect();
-    let name = parts
-        .map(|p| p.join("/"))
-        .ok_or_else(|| ArchiveError::io("archiving", abs, not_utf8("its name")))?;
+    let name = parts.map(|p| p.join("/")).ok_or_else(|| ArchiveError::io("archiving", abs, not_utf8("its name")))?;
     debug_assert!(policy::normalize_path(name.as_bytes()).is_ok());
     Ok(name)
 }

@@ -5,9 +5,7 @@ use std::path::{Component, Path};
 
 use tar::{EntryType, Header, HeaderMode};
 
-use crate::archive_format::{
-    BackupMetadata, EntryKind, MANIFEST_PATH, METADATA_PATH, Manifest, ManifestEntry,
-};
+use crate::archive_format::{BackupMetadata, EntryKind, MANIFEST_PATH, METADATA_PATH, Manifest, ManifestEntry};
 use crate::events::Phase;
 use crate::strategy::{ArchiveError, StepContext};
 
@@ -48,10 +46,7 @@ pub(crate) fn write_tar<W: Write>(
         Ok(())
     })?;
 
-    let manifest = Manifest {
-        metadata: metadata.clone(),
-        entries,
-    };
+    let manifest = Manifest { metadata: metadata.clone(), entries };
     let manifest_json = serde_json::to_vec_pretty(&manifest).map_err(|e| json_error(archive, e))?;
     append_own_file(&mut builder, MANIFEST_PATH, &manifest_json, mtime, archive)?;
     let out = builder.into_inner().map_err(|e| write_error(archive, e))?;
@@ -74,16 +69,8 @@ fn append_entry<W: Write>(
         EntryKind::Dir => {
             header.set_entry_type(EntryType::Directory);
             header.set_size(0);
-            builder
-                .append_data(&mut header, &entry.rel, std::io::empty())
-                .map_err(|e| write_error(archive, e))?;
-            Ok(ManifestEntry {
-                path: entry.rel.clone(),
-                kind: EntryKind::Dir,
-                size: 0,
-                sha256: None,
-                link: None,
-            })
+            builder.append_data(&mut header, &entry.rel, std::io::empty()).map_err(|e| write_error(archive, e))?;
+            Ok(ManifestEntry { path: entry.rel.clone(), kind: EntryKind::Dir, size: 0, sha256: None, link: None })
         }
         EntryKind::Symlink => {
             let target = stored_link_target(entry.link.as_deref().unwrap_or_default());
@@ -95,9 +82,7 @@ fn append_entry<W: Write>(
             }
             header.set_entry_type(EntryType::Symlink);
             header.set_size(0);
-            builder
-                .append_link(&mut header, &entry.rel, &target)
-                .map_err(|e| write_error(archive, e))?;
+            builder.append_link(&mut header, &entry.rel, &target).map_err(|e| write_error(archive, e))?;
             Ok(ManifestEntry {
                 path: entry.rel.clone(),
                 kind: EntryKind::Symlink,
@@ -109,16 +94,11 @@ fn append_entry<W: Write>(
         EntryKind::File => {
             let size = entry.meta.len();
             let file = tree::open_no_follow(&entry.abs)?;
-            let mut reader = HashingReader::new(
-                BufReader::with_capacity(IO_BUFFER, file).take(size),
-                &entry.abs,
-                progress,
-            );
+            let mut reader =
+                HashingReader::new(BufReader::with_capacity(IO_BUFFER, file).take(size), &entry.abs, progress);
             header.set_entry_type(EntryType::Regular);
             header.set_size(size);
-            builder
-                .append_data(&mut header, &entry.rel, &mut reader)
-                .map_err(|e| write_error(archive, e))?;
+            builder.append_data(&mut header, &entry.rel, &mut reader).map_err(|e| write_error(archive, e))?;
             let read = reader.bytes_read();
             let grew = reader
                 .inner_mut()
@@ -162,9 +142,7 @@ fn append_own_file<W: Write>(
     header.set_mtime(mtime);
     header.set_uid(u64::from(rustix::process::geteuid().as_raw()));
     header.set_gid(u64::from(rustix::process::getegid().as_raw()));
-    builder
-        .append_data(&mut header, path, content)
-        .map_err(|e| write_error(archive, e))
+    builder.append_data(&mut header, path, content).map_err(|e| write_error(archive, e))
 }
 
 /// A symlink target as tar stores it: `Path::components` drops repeated and trailing `/` and
@@ -172,17 +150,10 @@ fn append_own_file<W: Write>(
 pub(crate) fn stored_link_target(target: &str) -> String {
     let path = Path::new(target);
     let absolute = path.has_root();
-    let parts: Vec<&str> = path
-        .components()
-        .filter(|c| !matches!(c, Component::RootDir))
-        .filter_map(|c| c.as_os_str().to_str())
-        .collect();
+    let parts: Vec<&str> =
+        path.components().filter(|c| !matches!(c, Component::RootDir)).filter_map(|c| c.as_os_str().to_str()).collect();
     let joined = parts.join("/");
-    if absolute {
-        format!("/{joined}")
-    } else {
-        joined
-    }
+    if absolute { format!("/{joined}") } else { joined }
 }
 
 fn write_error(archive: &Path, error: std::io::Error) -> ArchiveError {

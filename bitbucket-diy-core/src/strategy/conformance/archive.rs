@@ -67,10 +67,7 @@ pub fn sample_metadata(id: &str, created_at: jiff::Timestamp) -> Result<BackupMe
         instance_url: Some("https://bitbucket.example.com".to_owned()),
         zero_downtime: false,
         lock_window: Some(Duration::from_secs(42)),
-        database: StrategyRecord {
-            name: "conformance".to_owned(),
-            ..StrategyRecord::default()
-        },
+        database: StrategyRecord { name: "conformance".to_owned(), ..StrategyRecord::default() },
         filesystem: StrategyRecord::default(),
         data_stores: vec![PathBuf::from("/srv/store1")],
     })
@@ -87,17 +84,9 @@ pub fn step_context(
     Ok(StepContext::new(id, working.clone(), events, cancel))
 }
 
-fn recorded_context(
-    working: &WorkingFolder,
-    id: &str,
-) -> Result<(StepContext, RecordedEvents), String> {
+fn recorded_context(working: &WorkingFolder, id: &str) -> Result<(StepContext, RecordedEvents), String> {
     let events = RecordedEvents::new();
-    let ctx = step_context(
-        working,
-        id,
-        Arc::new(events.clone()),
-        CancellationToken::new(),
-    )?;
+    let ctx = step_context(working, id, Arc::new(events.clone()), CancellationToken::new())?;
     Ok((ctx, events))
 }
 
@@ -144,87 +133,42 @@ pub fn populate_sample_tree(working: &WorkingFolder) -> Result<(), String> {
         std::os::unix::fs::symlink(target, &path).map_err(|e| err(rel, e))
     };
 
-    let dump: Vec<u8> = (0..4000)
-        .flat_map(|i| format!("INSERT INTO repo VALUES ({i}, 'r{i}');\n").into_bytes())
-        .collect();
+    let dump: Vec<u8> =
+        (0..4000).flat_map(|i| format!("INSERT INTO repo VALUES ({i}, 'r{i}');\n").into_bytes()).collect();
     file("bitbucket-db/dump.sql", &dump, 0o644)?;
-    file(
-        "bitbucket-home/shared/bitbucket.properties",
-        b"jdbc.url=jdbc:postgresql://db/bitbucket\n",
-        0o600,
-    )?;
+    file("bitbucket-home/shared/bitbucket.properties", b"jdbc.url=jdbc:postgresql://db/bitbucket\n", 0o600)?;
     let repo = "bitbucket-home/shared/data/repositories/1";
-    file(
-        &format!("{repo}/objects/pack/pack-1.pack"),
-        &pseudo_random_bytes(1, 3 << 20),
-        0o444,
-    )?;
-    file(
-        &format!("{repo}/hooks/pre-receive"),
-        b"#!/bin/sh\nexit 0\n",
-        0o755,
-    )?;
+    file(&format!("{repo}/objects/pack/pack-1.pack"), &pseudo_random_bytes(1, 3 << 20), 0o444)?;
+    file(&format!("{repo}/hooks/pre-receive"), b"#!/bin/sh\nexit 0\n", 0o755)?;
     file(&format!("{repo}/HEAD"), b"ref: refs/heads/master\n", 0o644)?;
     folder(&format!("{repo}/refs/heads"))?;
     file("bitbucket-home/empty.txt", b"", 0o644)?;
-    file(
-        "bitbucket-home/unicodé-名前.txt",
-        "ünïcödé\n".as_bytes(),
-        0o644,
-    )?;
-    file(
-        &format!("bitbucket-home/{}/{}.txt", long_name('d'), long_name('f')),
-        b"long path\n",
-        0o644,
-    )?;
-    file(
-        "bitbucket-home/read-only/note.txt",
-        b"read-only folder\n",
-        0o444,
-    )?;
-    symlink(
-        "../shared/bitbucket.properties",
-        "bitbucket-home/links/to-file",
-    )?;
+    file("bitbucket-home/unicodé-名前.txt", "ünïcödé\n".as_bytes(), 0o644)?;
+    file(&format!("bitbucket-home/{}/{}.txt", long_name('d'), long_name('f')), b"long path\n", 0o644)?;
+    file("bitbucket-home/read-only/note.txt", b"read-only folder\n", 0o444)?;
+    symlink("../shared/bitbucket.properties", "bitbucket-home/links/to-file")?;
     symlink("../shared", "bitbucket-home/links/to-folder")?;
     symlink("../missing", "bitbucket-home/links/dangling")?;
-    symlink(
-        &format!("../{}", long_name('d')),
-        "bitbucket-home/links/long-target",
-    )?;
-    file(
-        "bitbucket-data-stores/srv/store1/repositories/2/HEAD",
-        b"ref: refs/heads/main\n",
-        0o644,
-    )?;
+    symlink(&format!("../{}", long_name('d')), "bitbucket-home/links/long-target")?;
+    file("bitbucket-data-stores/srv/store1/repositories/2/HEAD", b"ref: refs/heads/main\n", 0o644)?;
     // Not archived: bitbucket-diy's state folder and anything beside the three folders.
     file(".bitbucket-diy/run.lock", b"4242\n", 0o600)?;
     file("stray.txt", b"not part of a backup\n", 0o644)?;
 
     set_sample_times(root)?;
-    fs::set_permissions(
-        root.join("bitbucket-home/read-only"),
-        fs::Permissions::from_mode(0o555),
-    )
-    .map_err(|e| err("read-only", e))
+    fs::set_permissions(root.join("bitbucket-home/read-only"), fs::Permissions::from_mode(0o555))
+        .map_err(|e| err("read-only", e))
 }
 
 /// Gives every entry of the archived folders the sample mtime, folders last (deepest first).
 fn set_sample_times(root: &Path) -> Result<(), String> {
     let time = filetime::FileTime::from_unix_time(SAMPLE_MTIME, 0);
-    for folder in [
-        WorkingFolder::DATABASE,
-        WorkingFolder::HOME,
-        WorkingFolder::DATA_STORES,
-    ] {
+    for folder in [WorkingFolder::DATABASE, WorkingFolder::HOME, WorkingFolder::DATA_STORES] {
         let top = root.join(folder);
         if !top.exists() {
             continue;
         }
-        for item in walkdir::WalkDir::new(&top)
-            .follow_links(false)
-            .contents_first(true)
-        {
+        for item in walkdir::WalkDir::new(&top).follow_links(false).contents_first(true) {
             let item = item.map_err(|e| format!("setting sample times: {e}"))?;
             filetime::set_symlink_file_times(item.path(), time, time)
                 .map_err(|e| format!("setting sample times on {}: {e}", item.path().display()))?;
@@ -236,11 +180,7 @@ fn set_sample_times(root: &Path) -> Result<(), String> {
 /// Makes every folder below `path` writable again (read-only sample folders would otherwise
 /// stop the temporary folder's cleanup when tests do not run as root).
 pub fn make_writable(path: &Path) {
-    for item in walkdir::WalkDir::new(path)
-        .follow_links(false)
-        .into_iter()
-        .flatten()
-    {
+    for item in walkdir::WalkDir::new(path).follow_links(false).into_iter().flatten() {
         if item.file_type().is_dir() {
             let _ = fs::set_permissions(item.path(), fs::Permissions::from_mode(0o755));
         }
@@ -281,48 +221,24 @@ pub enum TreeNode {
 /// `bitbucket-data-stores`) below `root`, by relative path. Symlinks are not followed.
 pub fn tree_snapshot(root: &Path) -> Result<BTreeMap<String, TreeNode>, String> {
     let mut nodes = BTreeMap::new();
-    for folder in [
-        WorkingFolder::DATABASE,
-        WorkingFolder::HOME,
-        WorkingFolder::DATA_STORES,
-    ] {
+    for folder in [WorkingFolder::DATABASE, WorkingFolder::HOME, WorkingFolder::DATA_STORES] {
         let top = root.join(folder);
         if fs::symlink_metadata(&top).is_err() {
             continue;
         }
-        for item in walkdir::WalkDir::new(&top)
-            .follow_links(false)
-            .follow_root_links(false)
-        {
+        for item in walkdir::WalkDir::new(&top).follow_links(false).follow_root_links(false) {
             let item = item.map_err(|e| format!("reading {}: {e}", top.display()))?;
             let path = item.path();
-            let rel = path
-                .strip_prefix(root)
-                .map_err(|e| e.to_string())?
-                .to_string_lossy()
-                .into_owned();
-            let meta = fs::symlink_metadata(path)
-                .map_err(|e| format!("reading {}: {e}", path.display()))?;
+            let rel = path.strip_prefix(root).map_err(|e| e.to_string())?.to_string_lossy().into_owned();
+            let meta = fs::symlink_metadata(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
             let mode = meta.mode() & 0o1777;
             let node = if meta.is_dir() {
-                TreeNode::Folder {
-                    mode,
-                    mtime: meta.mtime(),
-                }
+                TreeNode::Folder { mode, mtime: meta.mtime() }
             } else if meta.file_type().is_symlink() {
-                let target =
-                    fs::read_link(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-                TreeNode::Symlink {
-                    target: target.to_string_lossy().into_owned(),
-                    mtime: meta.mtime(),
-                }
+                let target = fs::read_link(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+                TreeNode::Symlink { target: target.to_string_lossy().into_owned(), mtime: meta.mtime() }
             } else {
-                TreeNode::File {
-                    mode,
-                    mtime: meta.mtime(),
-                    size: meta.len(),
-                    sha256: sha256_of(path)?,
-                }
+                TreeNode::File { mode, mtime: meta.mtime(), size: meta.len(), sha256: sha256_of(path)? }
             };
             nodes.insert(rel, node);
         }
@@ -336,9 +252,7 @@ pub fn sha256_of(path: &Path) -> Result<String, String> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {
-        let n = file
-            .read(&mut buf)
-            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let n = file.read(&mut buf).map_err(|e| format!("reading {}: {e}", path.display()))?;
         if n == 0 {
             break;
         }
@@ -356,23 +270,15 @@ pub fn compare_trees(source: &Path, restored: &Path) -> TestResult {
         match actual.get(path) {
             None => return Err(format!("{path} is missing from the restored tree")),
             Some(found) if found != node => {
-                return Err(format!(
-                    "{path} differs after restore: expected {node:?}, found {found:?}"
-                ));
+                return Err(format!("{path} differs after restore: expected {node:?}, found {found:?}"));
             }
             Some(_) => {}
         }
     }
     if let Some(extra) = actual.keys().find(|k| !expected.contains_key(*k)) {
-        return Err(format!(
-            "{extra} appears in the restored tree but not in the source"
-        ));
+        return Err(format!("{extra} appears in the restored tree but not in the source"));
     }
-    ensure!(
-        !expected.is_empty(),
-        "the source tree at {} is empty",
-        source.display()
-    );
+    ensure!(!expected.is_empty(), "the source tree at {} is empty", source.display());
     Ok(())
 }
 
@@ -409,75 +315,30 @@ pub async fn roundtrip(archive: &dyn ArchiveStrategy, scratch: &Path) -> TestRes
     let metadata = sample_metadata(id, jiff::Timestamp::now())?;
     let (ctx, events) = recorded_context(&working, id)?;
 
-    let info = archive
-        .write(&working, &metadata, &ctx)
-        .await
-        .map_err(|e| format!("write: {}", display_error(&e)))?;
-    ensure!(
-        info.metadata == metadata,
-        "write returned metadata {:?}, expected {metadata:?}",
-        info.metadata
-    );
-    ensure!(
-        fs::symlink_metadata(&info.path).is_ok(),
-        "write returned {} which does not exist",
-        info.path.display()
-    );
+    let info = archive.write(&working, &metadata, &ctx).await.map_err(|e| format!("write: {}", display_error(&e)))?;
+    ensure!(info.metadata == metadata, "write returned metadata {:?}, expected {metadata:?}", info.metadata);
+    ensure!(fs::symlink_metadata(&info.path).is_ok(), "write returned {} which does not exist", info.path.display());
     let archive_progress = events
         .events()
         .into_iter()
-        .filter(|e| {
-            matches!(
-                e,
-                Event::Progress {
-                    phase: Phase::Archive,
-                    total: Some(_),
-                    ..
-                }
-            )
-        })
+        .filter(|e| matches!(e, Event::Progress { phase: Phase::Archive, total: Some(_), .. }))
         .count();
-    ensure!(
-        archive_progress > 0,
-        "write reported no Phase::Archive progress with a total"
-    );
+    ensure!(archive_progress > 0, "write reported no Phase::Archive progress with a total");
 
-    let listed = archive
-        .list()
-        .await
-        .map_err(|e| format!("list: {}", display_error(&e)))?;
-    ensure!(
-        listed.contains(&info),
-        "list() does not contain the archive just written: {listed:?}"
-    );
-    let found = archive
-        .find(id)
-        .await
-        .map_err(|e| format!("find({id}): {}", display_error(&e)))?;
-    ensure!(
-        found.path == info.path,
-        "find({id}) returned {}, expected {}",
-        found.path.display(),
-        info.path.display()
-    );
+    let listed = archive.list().await.map_err(|e| format!("list: {}", display_error(&e)))?;
+    ensure!(listed.contains(&info), "list() does not contain the archive just written: {listed:?}");
+    let found = archive.find(id).await.map_err(|e| format!("find({id}): {}", display_error(&e)))?;
+    ensure!(found.path == info.path, "find({id}) returned {}, expected {}", found.path.display(), info.path.display());
     match archive.find("no-such-backup").await {
         Err(ArchiveError::NotFound { .. }) => {}
         other => {
-            return Err(format!(
-                "find(\"no-such-backup\") returned {other:?}, expected NotFound"
-            ));
+            return Err(format!("find(\"no-such-backup\") returned {other:?}, expected NotFound"));
         }
     }
 
-    let report = archive
-        .verify(&info, &ctx)
-        .await
-        .map_err(|e| format!("verify: {}", display_error(&e)))?;
+    let report = archive.verify(&info, &ctx).await.map_err(|e| format!("verify: {}", display_error(&e)))?;
     let manifest = &report.manifest;
-    ensure!(
-        manifest.metadata == metadata,
-        "the manifest's metadata differs from what was written"
-    );
+    ensure!(manifest.metadata == metadata, "the manifest's metadata differs from what was written");
     ensure!(
         report.entries == manifest.entries.len() as u64,
         "verify counted {} entries, the manifest lists {}",
@@ -523,49 +384,25 @@ pub async fn roundtrip(archive: &dyn ArchiveStrategy, scratch: &Path) -> TestRes
                 );
             }
             (node, kind) => {
-                return Err(format!(
-                    "manifest entry {} is a {kind:?}; the source has {node:?}",
-                    entry.path
-                ));
+                return Err(format!("manifest entry {} is a {kind:?}; the source has {node:?}", entry.path));
             }
         }
     }
 
     let target = scratch.join("restore");
-    let extracted = archive
-        .extract(&info, &target, &ctx)
-        .await
-        .map_err(|e| format!("extract: {}", display_error(&e)))?;
-    ensure!(
-        &extracted == manifest,
-        "extract returned a manifest different from verify's"
-    );
+    let extracted =
+        archive.extract(&info, &target, &ctx).await.map_err(|e| format!("extract: {}", display_error(&e)))?;
+    ensure!(&extracted == manifest, "extract returned a manifest different from verify's");
     compare_trees(working.root(), &target)?;
-    ensure!(
-        !target.join(".bitbucket-diy/run.lock").exists(),
-        "the working folder's state folder was restored"
-    );
-    ensure!(
-        !target.join("stray.txt").exists(),
-        "a file outside the three backed-up folders was restored"
-    );
+    ensure!(!target.join(".bitbucket-diy/run.lock").exists(), "the working folder's state folder was restored");
+    ensure!(!target.join("stray.txt").exists(), "a file outside the three backed-up folders was restored");
 
     let occupied = scratch.join("restore-occupied");
     fs::create_dir_all(&occupied).map_err(|e| e.to_string())?;
     fs::write(occupied.join("keep.txt"), b"keep").map_err(|e| e.to_string())?;
-    ensure!(
-        archive.extract(&info, &occupied, &ctx).await.is_err(),
-        "extract into a non-empty folder succeeded"
-    );
-    let names: Vec<_> = fs::read_dir(&occupied)
-        .map_err(|e| e.to_string())?
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
-    ensure!(
-        names == [std::ffi::OsString::from("keep.txt")],
-        "extract into a non-empty folder changed it: {names:?}"
-    );
+    ensure!(archive.extract(&info, &occupied, &ctx).await.is_err(), "extract into a non-empty folder succeeded");
+    let names: Vec<_> = fs::read_dir(&occupied).map_err(|e| e.to_string())?.flatten().map(|e| e.file_name()).collect();
+    ensure!(names == [std::ffi::OsString::from("keep.txt")], "extract into a non-empty folder changed it: {names:?}");
 
     make_writable(scratch);
     Ok(())
@@ -573,28 +410,16 @@ pub async fn roundtrip(archive: &dyn ArchiveStrategy, scratch: &Path) -> TestRes
 
 /// Symlinks (to a file, to a folder, dangling) come back as the same symlinks: not followed on
 /// write (nothing archived below a folder link), not replaced by copies on extract.
-pub async fn symlinks_stored_not_followed(
-    archive: &dyn ArchiveStrategy,
-    scratch: &Path,
-) -> TestResult {
+pub async fn symlinks_stored_not_followed(archive: &dyn ArchiveStrategy, scratch: &Path) -> TestResult {
     let working = working_folder(scratch);
     populate_sample_tree(&working)?;
     let id = "conformance-symlinks";
     let (ctx, _events) = recorded_context(&working, id)?;
     let metadata = sample_metadata(id, jiff::Timestamp::now())?;
-    let info = archive
-        .write(&working, &metadata, &ctx)
-        .await
-        .map_err(|e| format!("write: {}", display_error(&e)))?;
-    let report = archive
-        .verify(&info, &ctx)
-        .await
-        .map_err(|e| format!("verify: {}", display_error(&e)))?;
+    let info = archive.write(&working, &metadata, &ctx).await.map_err(|e| format!("write: {}", display_error(&e)))?;
+    let report = archive.verify(&info, &ctx).await.map_err(|e| format!("verify: {}", display_error(&e)))?;
     let links = [
-        (
-            "bitbucket-home/links/to-file",
-            "../shared/bitbucket.properties",
-        ),
+        ("bitbucket-home/links/to-file", "../shared/bitbucket.properties"),
         ("bitbucket-home/links/to-folder", "../shared"),
         ("bitbucket-home/links/dangling", "../missing"),
     ];
@@ -607,36 +432,17 @@ pub async fn symlinks_stored_not_followed(
             "the manifest records {path} as {entry:?}, expected a symlink to {target}"
         );
     }
-    let below_link = report
-        .manifest
-        .entries
-        .iter()
-        .find(|e| e.path.starts_with("bitbucket-home/links/to-folder/"));
-    ensure!(
-        below_link.is_none(),
-        "the folder symlink was followed: {below_link:?} was archived"
-    );
+    let below_link = report.manifest.entries.iter().find(|e| e.path.starts_with("bitbucket-home/links/to-folder/"));
+    ensure!(below_link.is_none(), "the folder symlink was followed: {below_link:?} was archived");
 
     let target = scratch.join("restore");
-    archive
-        .extract(&info, &target, &ctx)
-        .await
-        .map_err(|e| format!("extract: {}", display_error(&e)))?;
+    archive.extract(&info, &target, &ctx).await.map_err(|e| format!("extract: {}", display_error(&e)))?;
     for (path, expected) in links {
         let restored = target.join(path);
-        let meta =
-            fs::symlink_metadata(&restored).map_err(|e| format!("{path} was not restored: {e}"))?;
-        ensure!(
-            meta.file_type().is_symlink(),
-            "{path} was restored as a {:?}, not a symlink",
-            meta.file_type()
-        );
+        let meta = fs::symlink_metadata(&restored).map_err(|e| format!("{path} was not restored: {e}"))?;
+        ensure!(meta.file_type().is_symlink(), "{path} was restored as a {:?}, not a symlink", meta.file_type());
         let link = fs::read_link(&restored).map_err(|e| e.to_string())?;
-        ensure!(
-            link == Path::new(expected),
-            "{path} points to {}, expected {expected}",
-            link.display()
-        );
+        ensure!(link == Path::new(expected), "{path} points to {}, expected {expected}", link.display());
     }
     make_writable(scratch);
     Ok(())
@@ -644,10 +450,7 @@ pub async fn symlinks_stored_not_followed(
 
 /// A symlink pointing outside the tree (absolute, or climbing out with `..`) may be stored, but
 /// `verify` and `extract` refuse it as an unsafe entry, and nothing is written outside the target.
-pub async fn escaping_symlinks_are_refused(
-    archive: &dyn ArchiveStrategy,
-    scratch: &Path,
-) -> TestResult {
+pub async fn escaping_symlinks_are_refused(archive: &dyn ArchiveStrategy, scratch: &Path) -> TestResult {
     let working = working_folder(scratch);
     let outside = scratch.join("outside");
     fs::create_dir_all(&outside).map_err(|e| e.to_string())?;
@@ -655,10 +458,8 @@ pub async fn escaping_symlinks_are_refused(
     let home = working.home_dir();
     fs::create_dir_all(&home).map_err(|e| e.to_string())?;
     fs::write(home.join("ok.txt"), b"ok").map_err(|e| e.to_string())?;
-    for (name, link) in [
-        ("absolute", outside.to_string_lossy().into_owned()),
-        ("climbing", "../../outside".to_owned()),
-    ] {
+    for (name, link) in [("absolute", outside.to_string_lossy().into_owned()), ("climbing", "../../outside".to_owned())]
+    {
         let _ = fs::remove_file(home.join("escape"));
         std::os::unix::fs::symlink(&link, home.join("escape")).map_err(|e| e.to_string())?;
         let id = format!("conformance-escape-{name}");
@@ -685,20 +486,10 @@ pub async fn escaping_symlinks_are_refused(
                 ));
             }
         }
-        ensure!(
-            absent_or_empty(&target),
-            "the refused extraction left files in {}",
-            target.display()
-        );
-        let outside_names: Vec<_> = fs::read_dir(&outside)
-            .map_err(|e| e.to_string())?
-            .flatten()
-            .map(|e| e.file_name())
-            .collect();
-        ensure!(
-            outside_names.len() == 1,
-            "something was written outside the target: {outside_names:?}"
-        );
+        ensure!(absent_or_empty(&target), "the refused extraction left files in {}", target.display());
+        let outside_names: Vec<_> =
+            fs::read_dir(&outside).map_err(|e| e.to_string())?.flatten().map(|e| e.file_name()).collect();
+        ensure!(outside_names.len() == 1, "something was written outside the target: {outside_names:?}");
         ensure!(
             fs::read(outside.join("secret.txt")).map_err(|e| e.to_string())? == b"secret",
             "a file outside the target changed"
@@ -720,12 +511,7 @@ struct CancelOnProgress {
 
 impl EventSink for CancelOnProgress {
     fn emit(&self, event: &Event) {
-        if let Event::Progress {
-            phase: Phase::Archive,
-            done,
-            ..
-        } = event
-        {
+        if let Event::Progress { phase: Phase::Archive, done, .. } = event {
             if *done > 0 {
                 self.seen.store(true, std::sync::atomic::Ordering::SeqCst);
                 self.token.cancel();
@@ -737,31 +523,17 @@ impl EventSink for CancelOnProgress {
 /// A write cancelled before it starts, or while it streams, returns `Cancelled`, is not listed,
 /// and leaves no file behind (no temporary file, nothing under the final name); a new write of
 /// the same backup then succeeds.
-pub async fn interrupted_write_leaves_no_archive(
-    archive: &dyn ArchiveStrategy,
-    scratch: &Path,
-) -> TestResult {
+pub async fn interrupted_write_leaves_no_archive(archive: &dyn ArchiveStrategy, scratch: &Path) -> TestResult {
     let working = working_folder(scratch);
     populate_sample_tree(&working)?;
-    fs::write(
-        working.home_dir().join("big.bin"),
-        pseudo_random_bytes(7, 24 << 20),
-    )
-    .map_err(|e| e.to_string())?;
+    fs::write(working.home_dir().join("big.bin"), pseudo_random_bytes(7, 24 << 20)).map_err(|e| e.to_string())?;
     let id = "conformance-interrupted";
     let metadata = sample_metadata(id, jiff::Timestamp::now())?;
 
     let check_nothing_left = |what: &str, listed: &[ArchiveInfo]| -> TestResult {
-        ensure!(
-            !listed.iter().any(|a| a.metadata.id.as_str() == id),
-            "after {what}, list() shows the backup"
-        );
+        ensure!(!listed.iter().any(|a| a.metadata.id.as_str() == id), "after {what}, list() shows the backup");
         let left = leftovers(archive.folder(), id);
-        ensure!(
-            left.is_empty(),
-            "after {what}, files were left in {}: {left:?}",
-            archive.folder().display()
-        );
+        ensure!(left.is_empty(), "after {what}, files were left in {}: {left:?}", archive.folder().display());
         Ok(())
     };
 
@@ -771,21 +543,13 @@ pub async fn interrupted_write_leaves_no_archive(
     match archive.write(&working, &metadata, &ctx).await {
         Err(ArchiveError::Cancelled) => {}
         other => {
-            return Err(format!(
-                "a write with the run already cancelled returned {other:?}, expected Cancelled"
-            ));
+            return Err(format!("a write with the run already cancelled returned {other:?}, expected Cancelled"));
         }
     }
-    check_nothing_left(
-        "a cancelled write",
-        &archive.list().await.map_err(|e| display_error(&e))?,
-    )?;
+    check_nothing_left("a cancelled write", &archive.list().await.map_err(|e| display_error(&e))?)?;
 
     let token = CancellationToken::new();
-    let sink = Arc::new(CancelOnProgress {
-        token: token.clone(),
-        seen: false.into(),
-    });
+    let sink = Arc::new(CancelOnProgress { token: token.clone(), seen: false.into() });
     let ctx = step_context(&working, id, sink.clone(), token)?;
     let outcome = archive.write(&working, &metadata, &ctx).await;
     ensure!(
@@ -795,30 +559,17 @@ pub async fn interrupted_write_leaves_no_archive(
     match outcome {
         Err(ArchiveError::Cancelled) => {}
         other => {
-            return Err(format!(
-                "a write cancelled while streaming returned {other:?}, expected Cancelled"
-            ));
+            return Err(format!("a write cancelled while streaming returned {other:?}, expected Cancelled"));
         }
     }
-    check_nothing_left(
-        "a write cancelled while streaming",
-        &archive.list().await.map_err(|e| display_error(&e))?,
-    )?;
+    check_nothing_left("a write cancelled while streaming", &archive.list().await.map_err(|e| display_error(&e))?)?;
 
     let (ctx, _events) = recorded_context(&working, id)?;
     let info = archive
         .write(&working, &metadata, &ctx)
         .await
-        .map_err(|e| {
-            format!(
-                "writing again after the interrupted write: {}",
-                display_error(&e)
-            )
-        })?;
-    archive
-        .verify(&info, &ctx)
-        .await
-        .map_err(|e| format!("verify after rewriting: {}", display_error(&e)))?;
+        .map_err(|e| format!("writing again after the interrupted write: {}", display_error(&e)))?;
+    archive.verify(&info, &ctx).await.map_err(|e| format!("verify after rewriting: {}", display_error(&e)))?;
     make_writable(scratch);
     Ok(())
 }
@@ -831,12 +582,9 @@ pub async fn retention_keeps_newest(archive: &dyn ArchiveStrategy, scratch: &Pat
     let now = jiff::Timestamp::now();
     let mut written = Vec::new();
     for (i, hours_ago) in [(1, 2), (2, 1), (3, 0)] {
-        fs::write(working.home_dir().join("generation.txt"), format!("{i}\n"))
-            .map_err(|e| e.to_string())?;
+        fs::write(working.home_dir().join("generation.txt"), format!("{i}\n")).map_err(|e| e.to_string())?;
         let id = format!("conformance-retention-{i}");
-        let created = now
-            .checked_sub(jiff::SignedDuration::from_hours(hours_ago))
-            .map_err(|e| e.to_string())?;
+        let created = now.checked_sub(jiff::SignedDuration::from_hours(hours_ago)).map_err(|e| e.to_string())?;
         let (ctx, _events) = recorded_context(&working, &id)?;
         let info = archive
             .write(&working, &sample_metadata(&id, created)?, &ctx)
@@ -851,68 +599,34 @@ pub async fn retention_keeps_newest(archive: &dyn ArchiveStrategy, scratch: &Pat
         "list() does not start with the newest backup: {listed:?}"
     );
     ensure!(
-        listed
-            .windows(2)
-            .all(|w| w[0].metadata.created_at >= w[1].metadata.created_at),
+        listed.windows(2).all(|w| w[0].metadata.created_at >= w[1].metadata.created_at),
         "list() is not newest first: {:?}",
-        listed
-            .iter()
-            .map(|a| a.metadata.id.to_string())
-            .collect::<Vec<_>>()
+        listed.iter().map(|a| a.metadata.id.to_string()).collect::<Vec<_>>()
     );
-    ensure!(
-        archive
-            .prune(0)
-            .await
-            .map_err(|e| display_error(&e))?
-            .is_empty(),
-        "prune(0) removed archives"
-    );
-    let removed = archive
-        .prune(2)
-        .await
-        .map_err(|e| format!("prune(2): {}", display_error(&e)))?;
+    ensure!(archive.prune(0).await.map_err(|e| display_error(&e))?.is_empty(), "prune(0) removed archives");
+    let removed = archive.prune(2).await.map_err(|e| format!("prune(2): {}", display_error(&e)))?;
     let expected_removed: Vec<_> = listed.iter().skip(2).cloned().collect();
-    ensure!(
-        removed == expected_removed,
-        "prune(2) removed {removed:?}, expected {expected_removed:?}"
-    );
+    ensure!(removed == expected_removed, "prune(2) removed {removed:?}, expected {expected_removed:?}");
     let after = archive.list().await.map_err(|e| display_error(&e))?;
     let expected_kept: Vec<_> = listed.iter().take(2).cloned().collect();
-    ensure!(
-        after == expected_kept,
-        "after prune(2) list() is {after:?}, expected {expected_kept:?}"
-    );
+    ensure!(after == expected_kept, "after prune(2) list() is {after:?}, expected {expected_kept:?}");
     for gone in &removed {
-        ensure!(
-            !gone.path.exists(),
-            "{} still exists after prune",
-            gone.path.display()
-        );
+        ensure!(!gone.path.exists(), "{} still exists after prune", gone.path.display());
     }
-    ensure!(
-        after.iter().any(|a| a.path == written[2].path),
-        "prune removed the newest backup"
-    );
+    ensure!(after.iter().any(|a| a.path == written[2].path), "prune removed the newest backup");
     Ok(())
 }
 
 /// Flips one byte of the stored backup (in the middle of an archive file, or of the largest
 /// file of a backup kept as a folder): `verify` fails with `Corrupt` or `Mismatch`, and
 /// `extract` fails without leaving files in its target.
-pub async fn verify_detects_corruption(
-    archive: &dyn ArchiveStrategy,
-    scratch: &Path,
-) -> TestResult {
+pub async fn verify_detects_corruption(archive: &dyn ArchiveStrategy, scratch: &Path) -> TestResult {
     damaged_backup_is_refused(archive, scratch, "corruption", Damage::FlipByte).await
 }
 
 /// Cuts the stored backup short (an archive file to 60% of its size; a backup kept as a folder
 /// loses a file): `verify` and `extract` fail, and the extraction target is left empty.
-pub async fn verify_detects_truncation(
-    archive: &dyn ArchiveStrategy,
-    scratch: &Path,
-) -> TestResult {
+pub async fn verify_detects_truncation(archive: &dyn ArchiveStrategy, scratch: &Path) -> TestResult {
     damaged_backup_is_refused(archive, scratch, "truncation", Damage::Truncate).await
 }
 
@@ -933,38 +647,21 @@ async fn damaged_backup_is_refused(
     let id = format!("conformance-{name}");
     let (ctx, _events) = recorded_context(&working, &id)?;
     let info = archive
-        .write(
-            &working,
-            &sample_metadata(&id, jiff::Timestamp::now())?,
-            &ctx,
-        )
+        .write(&working, &sample_metadata(&id, jiff::Timestamp::now())?, &ctx)
         .await
         .map_err(|e| format!("write: {}", display_error(&e)))?;
-    archive
-        .verify(&info, &ctx)
-        .await
-        .map_err(|e| format!("verify before damage: {}", display_error(&e)))?;
+    archive.verify(&info, &ctx).await.map_err(|e| format!("verify before damage: {}", display_error(&e)))?;
 
-    let victim = if info.path.is_file() {
-        info.path.clone()
-    } else {
-        largest_file(working.root())?
-    };
+    let victim = if info.path.is_file() { info.path.clone() } else { largest_file(working.root())? };
     let len = fs::metadata(&victim).map_err(|e| e.to_string())?.len();
     match damage {
         Damage::FlipByte => {
-            let mut file = fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&victim)
-                .map_err(|e| e.to_string())?;
+            let mut file = fs::OpenOptions::new().read(true).write(true).open(&victim).map_err(|e| e.to_string())?;
             let mut byte = [0u8; 1];
-            file.seek(SeekFrom::Start(len / 2))
-                .map_err(|e| e.to_string())?;
+            file.seek(SeekFrom::Start(len / 2)).map_err(|e| e.to_string())?;
             file.read_exact(&mut byte).map_err(|e| e.to_string())?;
             byte[0] ^= 0xff;
-            file.seek(SeekFrom::Start(len / 2))
-                .map_err(|e| e.to_string())?;
+            file.seek(SeekFrom::Start(len / 2)).map_err(|e| e.to_string())?;
             file.write_all(&byte).map_err(|e| e.to_string())?;
         }
         Damage::Truncate if info.path.is_file() => {
@@ -978,16 +675,9 @@ async fn damaged_backup_is_refused(
     }
 
     match archive.verify(&info, &ctx).await {
-        Err(
-            ArchiveError::Corrupt { .. }
-            | ArchiveError::Mismatch { .. }
-            | ArchiveError::MissingManifest { .. },
-        ) => {}
+        Err(ArchiveError::Corrupt { .. } | ArchiveError::Mismatch { .. } | ArchiveError::MissingManifest { .. }) => {}
         other => {
-            return Err(format!(
-                "verify after {name} of {} returned {other:?}",
-                victim.display()
-            ));
+            return Err(format!("verify after {name} of {} returned {other:?}", victim.display()));
         }
     }
     let target = scratch.join("restore");
@@ -1000,11 +690,7 @@ async fn damaged_backup_is_refused(
         ) => {}
         other => return Err(format!("extract after {name} returned {other:?}")),
     }
-    ensure!(
-        absent_or_empty(&target),
-        "the failed extraction left files in {}",
-        target.display()
-    );
+    ensure!(absent_or_empty(&target), "the failed extraction left files in {}", target.display());
     make_writable(scratch);
     Ok(())
 }
@@ -1023,10 +709,7 @@ fn largest_file(root: &Path) -> Result<PathBuf, String> {
 
 /// Runs every check, each in `<scratch>/<check name>` with a strategy from `make`; returns every
 /// failure, one per line.
-pub async fn run_all(
-    make: impl Fn(&Path) -> Box<dyn ArchiveStrategy>,
-    scratch: &Path,
-) -> TestResult {
+pub async fn run_all(make: impl Fn(&Path) -> Box<dyn ArchiveStrategy>, scratch: &Path) -> TestResult {
     let mut failures = Vec::new();
     macro_rules! check {
         ($name:ident) => {{
@@ -1050,9 +733,5 @@ pub async fn run_all(
     check!(retention_keeps_newest);
     check!(verify_detects_corruption);
     check!(verify_detects_truncation);
-    if failures.is_empty() {
-        Ok(())
-    } else {
-        Err(failures.join("\n"))
-    }
+    if failures.is_empty() { Ok(()) } else { Err(failures.join("\n")) }
 }

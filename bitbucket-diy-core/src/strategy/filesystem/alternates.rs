@@ -22,10 +22,7 @@ const HOME_REPOSITORIES: &[&str] = &["shared", "data", "repositories"];
 /// Rewrite the absolute alternates of every repository in the restored `home` and restored data
 /// stores. `data_stores` pairs each data store's original path (as backed up) with where it was
 /// restored. Returns the `alternates` files rewritten.
-pub fn relink_fork_alternates(
-    home: &Path,
-    data_stores: &[(PathBuf, PathBuf)],
-) -> io::Result<Vec<PathBuf>> {
+pub fn relink_fork_alternates(home: &Path, data_stores: &[(PathBuf, PathBuf)]) -> io::Result<Vec<PathBuf>> {
     let mut repos = find_bare_repositories(home)?;
     for (_, restored) in data_stores {
         repos.extend(find_bare_repositories(restored)?);
@@ -37,10 +34,7 @@ pub fn relink_fork_alternates(
             Ok(text) => text,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => {
-                return Err(io::Error::new(
-                    e.kind(),
-                    format!("reading {}: {e}", file.display()),
-                ));
+                return Err(io::Error::new(e.kind(), format!("reading {}: {e}", file.display())));
             }
         };
         let mut changed = false;
@@ -71,9 +65,7 @@ fn relinked(line: &str, home: &Path, data_stores: &[(PathBuf, PathBuf)]) -> Opti
     for (original, restored) in data_stores {
         if let Ok(rest) = old.strip_prefix(original) {
             let candidate = restored.join(rest);
-            return candidate
-                .is_dir()
-                .then(|| candidate.to_string_lossy().into_owned());
+            return candidate.is_dir().then(|| candidate.to_string_lossy().into_owned());
         }
     }
     let names: Vec<&std::ffi::OsStr> = old
@@ -86,18 +78,9 @@ fn relinked(line: &str, home: &Path, data_stores: &[(PathBuf, PathBuf)]) -> Opti
     // The last occurrence: an old home may itself sit below a folder named like ours.
     let start = (0..names.len().saturating_sub(HOME_REPOSITORIES.len() - 1))
         .rev()
-        .find(|&i| {
-            HOME_REPOSITORIES
-                .iter()
-                .enumerate()
-                .all(|(k, want)| names.get(i + k).is_some_and(|n| n == want))
-        })?;
-    let candidate: PathBuf = names[start..]
-        .iter()
-        .fold(home.to_owned(), |acc, n| acc.join(n));
-    candidate
-        .is_dir()
-        .then(|| candidate.to_string_lossy().into_owned())
+        .find(|&i| HOME_REPOSITORIES.iter().enumerate().all(|(k, want)| names.get(i + k).is_some_and(|n| n == want)))?;
+    let candidate: PathBuf = names[start..].iter().fold(home.to_owned(), |acc, n| acc.join(n));
+    candidate.is_dir().then(|| candidate.to_string_lossy().into_owned())
 }
 
 /// Replace `path` with `content` through a temporary file in the same folder.
@@ -126,30 +109,11 @@ mod tests {
         std::fs::create_dir_all(store.join("repositories/00/01/5/objects")).unwrap();
         let stores = vec![(PathBuf::from("/old/store"), store.clone())];
 
-        let from_home = relinked(
-            "/var/atl/bitbucket/shared/data/repositories/1/objects",
-            &home,
-            &stores,
-        );
+        let from_home = relinked("/var/atl/bitbucket/shared/data/repositories/1/objects", &home, &stores);
         assert_eq!(from_home.as_deref(), Some(parent.to_str().unwrap()));
         let from_store = relinked("/old/store/repositories/00/01/5/objects", &home, &stores);
-        assert_eq!(
-            from_store,
-            Some(
-                store
-                    .join("repositories/00/01/5/objects")
-                    .to_string_lossy()
-                    .into_owned()
-            )
-        );
-        assert_eq!(
-            relinked(
-                "/var/atl/bitbucket/shared/data/repositories/9/objects",
-                &home,
-                &stores
-            ),
-            None
-        );
+        assert_eq!(from_store, Some(store.join("repositories/00/01/5/objects").to_string_lossy().into_owned()));
+        assert_eq!(relinked("/var/atl/bitbucket/shared/data/repositories/9/objects", &home, &stores), None);
         assert_eq!(relinked("../../1/objects", &home, &stores), None);
     }
 }

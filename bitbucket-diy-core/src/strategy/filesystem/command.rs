@@ -30,12 +30,10 @@ use async_trait::async_trait;
 
 use crate::client::Drained;
 use crate::config::{ConfigError, FilesystemConfig, InstanceType};
-use crate::strategy::filesystem::target::{
-    all_targets, data_store_plan, ensure_empty_target, mapped_targets,
-};
+use crate::strategy::filesystem::target::{all_targets, data_store_plan, ensure_empty_target, mapped_targets};
 use crate::strategy::{
-    ChildCommand, FilesystemCapabilities, FilesystemStrategy, HomeTarget, RestoreContext,
-    StepContext, StepReport, StrategyError, WorkingFolder,
+    ChildCommand, FilesystemCapabilities, FilesystemStrategy, HomeTarget, RestoreContext, StepContext, StepReport,
+    StrategyError, WorkingFolder,
 };
 
 /// The `command` filesystem strategy.
@@ -58,30 +56,19 @@ impl CommandFilesystem {
         _separate_database: bool,
         _instance: InstanceType,
     ) -> Result<Self, ConfigError> {
-        let required =
-            |value: &Option<String>, key: &str, what: &str| match value.as_deref().map(str::trim) {
-                Some(v) if !v.is_empty() => Ok(v.to_owned()),
-                _ => Err(ConfigError::Missing {
-                    key: format!("filesystem.{key}"),
-                    hint: format!("type = \"command\" needs a shell command that {what}"),
-                }),
-            };
-        let backup_command = required(
-            &cfg.backup_command,
-            "backup_command",
-            "takes the snapshot while Bitbucket is drained",
-        )?;
-        let restore_command = required(
-            &cfg.restore_command,
-            "restore_command",
-            "restores into $BITBUCKET_DIY_TARGET_HOME",
-        )?;
-        let prepare_command = cfg
-            .prepare_command
-            .as_deref()
-            .map(str::trim)
-            .filter(|c| !c.is_empty())
-            .map(str::to_owned);
+        let required = |value: &Option<String>, key: &str, what: &str| match value.as_deref().map(str::trim) {
+            Some(v) if !v.is_empty() => Ok(v.to_owned()),
+            _ => Err(ConfigError::Missing {
+                key: format!("filesystem.{key}"),
+                hint: format!("type = \"command\" needs a shell command that {what}"),
+            }),
+        };
+        let backup_command =
+            required(&cfg.backup_command, "backup_command", "takes the snapshot while Bitbucket is drained")?;
+        let restore_command =
+            required(&cfg.restore_command, "restore_command", "restores into $BITBUCKET_DIY_TARGET_HOME")?;
+        let prepare_command =
+            cfg.prepare_command.as_deref().map(str::trim).filter(|c| !c.is_empty()).map(str::to_owned);
         Ok(Self {
             home: cfg.home.clone(),
             data_stores: cfg.data_stores.clone(),
@@ -111,29 +98,15 @@ impl CommandFilesystem {
             .current_dir(working.root())
     }
 
-    async fn run_step(
-        &self,
-        ctx: &StepContext,
-        line: &str,
-        phase: &str,
-    ) -> Result<StepReport, StrategyError> {
+    async fn run_step(&self, ctx: &StepContext, line: &str, phase: &str) -> Result<StepReport, StrategyError> {
         let started = Instant::now();
         let root = ctx.working().root();
         std::fs::create_dir_all(root).map_err(|e| StrategyError::io("creating", root, e))?;
         let out = self
-            .command(
-                line,
-                phase,
-                ctx.backup_id().as_str(),
-                ctx.working(),
-                &self.data_stores,
-            )
+            .command(line, phase, ctx.backup_id().as_str(), ctx.working(), &self.data_stores)
             .run(ctx.cancellation())
             .await?;
-        let report = StepReport {
-            elapsed: started.elapsed(),
-            ..StepReport::default()
-        };
+        let report = StepReport { elapsed: started.elapsed(), ..StepReport::default() };
         Ok(with_output_note(report, &out.stdout_text()))
     }
 }
@@ -171,10 +144,7 @@ impl FilesystemStrategy for CommandFilesystem {
         if Path::new("/bin/sh").exists() {
             Ok(())
         } else {
-            Err(StrategyError::ToolMissing {
-                tool: "/bin/sh".to_owned(),
-                hint: "a POSIX shell is required".to_owned(),
-            })
+            Err(StrategyError::ToolMissing { tool: "/bin/sh".to_owned(), hint: "a POSIX shell is required".to_owned() })
         }
     }
 
@@ -185,25 +155,15 @@ impl FilesystemStrategy for CommandFilesystem {
         }
     }
 
-    async fn backup(
-        &self,
-        ctx: &StepContext,
-        _drained: &Drained,
-    ) -> Result<StepReport, StrategyError> {
+    async fn backup(&self, ctx: &StepContext, _drained: &Drained) -> Result<StepReport, StrategyError> {
         self.run_step(ctx, &self.backup_command, "backup").await
     }
 
     async fn check_restore_target(&self, target: &HomeTarget) -> Result<(), StrategyError> {
-        mapped_targets(target)
-            .iter()
-            .try_for_each(|t| ensure_empty_target(t))
+        mapped_targets(target).iter().try_for_each(|t| ensure_empty_target(t))
     }
 
-    async fn restore(
-        &self,
-        ctx: &RestoreContext,
-        target: &HomeTarget,
-    ) -> Result<StepReport, StrategyError> {
+    async fn restore(&self, ctx: &RestoreContext, target: &HomeTarget) -> Result<StepReport, StrategyError> {
         let started = Instant::now();
         for t in all_targets(ctx, target) {
             ensure_empty_target(&t)?;
@@ -212,21 +172,12 @@ impl FilesystemStrategy for CommandFilesystem {
         let originals: Vec<PathBuf> = plan.iter().map(|(o, _, _)| o.clone()).collect();
         let restored: Vec<PathBuf> = plan.iter().map(|(_, _, r)| r.clone()).collect();
         let out = self
-            .command(
-                &self.restore_command,
-                "restore",
-                ctx.metadata().id.as_str(),
-                ctx.source(),
-                &originals,
-            )
+            .command(&self.restore_command, "restore", ctx.metadata().id.as_str(), ctx.source(), &originals)
             .env("BITBUCKET_DIY_TARGET_HOME", &target.home)
             .env("BITBUCKET_DIY_TARGET_DATA_STORES", join_paths(&restored))
             .run(ctx.cancellation())
             .await?;
-        let report = StepReport {
-            elapsed: started.elapsed(),
-            ..StepReport::default()
-        };
+        let report = StepReport { elapsed: started.elapsed(), ..StepReport::default() };
         Ok(with_output_note(report, &out.stdout_text()))
     }
 }

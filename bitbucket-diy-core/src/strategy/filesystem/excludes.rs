@@ -47,14 +47,7 @@ pub const INTERNAL_DATABASE_EXCLUDES: &[&str] = &["/data/db.*", "/shared/data/db
 
 /// Left out of every Mesh node's home. A Mesh node has no external database, so nothing
 /// database-related is ever left out.
-pub const MESH_HOME_EXCLUDES: &[&str] = &[
-    "/caches/",
-    "/export/",
-    "/log/",
-    "/plugins/.*/",
-    "/tmp",
-    "/.lock",
-];
+pub const MESH_HOME_EXCLUDES: &[&str] = &["/caches/", "/export/", "/log/", "/plugins/.*/", "/tmp", "/.lock"];
 
 /// The exclude rules of one home or data-store copy.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -86,19 +79,14 @@ impl Excludes {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        Self {
-            patterns: patterns.into_iter().map(Into::into).collect(),
-        }
+        Self { patterns: patterns.into_iter().map(Into::into).collect() }
     }
 
     /// Check user-written patterns (`filesystem.exclude`), naming the first bad one.
     pub fn validate_patterns(patterns: &[String]) -> Result<(), ConfigError> {
         for pattern in patterns {
             if let Some(reason) = pattern_problem(pattern) {
-                return Err(ConfigError::invalid(
-                    "filesystem.exclude",
-                    format!("pattern `{pattern}`: {reason}"),
-                ));
+                return Err(ConfigError::invalid("filesystem.exclude", format!("pattern `{pattern}`: {reason}")));
             }
         }
         Ok(())
@@ -111,12 +99,7 @@ impl Excludes {
     /// repositories out by hierarchy, not by id, so `exclude_repos` does not apply to them:
     /// [`crate::strategy::filesystem::NativeCopy::from_config`] refuses that combination, and
     /// here the ids are ignored with a warning.
-    pub fn for_home(
-        instance: InstanceType,
-        separate_database: bool,
-        extra: &[String],
-        exclude_repos: &[u64],
-    ) -> Self {
+    pub fn for_home(instance: InstanceType, separate_database: bool, extra: &[String], exclude_repos: &[u64]) -> Self {
         let mut patterns: Vec<String> = Vec::new();
         match instance {
             InstanceType::Bitbucket => {
@@ -124,19 +107,12 @@ impl Excludes {
                 if separate_database {
                     patterns.extend(INTERNAL_DATABASE_EXCLUDES.iter().map(|p| (*p).to_owned()));
                 }
-                patterns.extend(
-                    exclude_repos
-                        .iter()
-                        .map(|id| format!("/shared/data/repositories/{id}/")),
-                );
+                patterns.extend(exclude_repos.iter().map(|id| format!("/shared/data/repositories/{id}/")));
             }
             InstanceType::Mesh => {
                 patterns.extend(MESH_HOME_EXCLUDES.iter().map(|p| (*p).to_owned()));
                 if !exclude_repos.is_empty() {
-                    tracing::warn!(
-                        ?exclude_repos,
-                        "repository excludes do not apply to Mesh homes; ignored"
-                    );
+                    tracing::warn!(?exclude_repos, "repository excludes do not apply to Mesh homes; ignored");
                 }
             }
         }
@@ -147,12 +123,7 @@ impl Excludes {
     /// The rules for a data store: its excluded repositories, which live at
     /// `repositories/<a>/<b>/<id>/` in a data store.
     pub fn for_data_store(exclude_repos: &[u64]) -> Self {
-        Self {
-            patterns: exclude_repos
-                .iter()
-                .map(|id| format!("/repositories/*/*/{id}/"))
-                .collect(),
-        }
+        Self { patterns: exclude_repos.iter().map(|id| format!("/repositories/*/*/{id}/")).collect() }
     }
 
     /// The patterns, in order.
@@ -195,17 +166,12 @@ impl Excludes {
             return false;
         }
         let joined = join_components(components);
-        self.patterns
-            .iter()
-            .any(|pattern| pattern_matches(pattern, &joined, is_dir))
+        self.patterns.iter().any(|pattern| pattern_matches(pattern, &joined, is_dir))
     }
 
     /// The patterns as rsync arguments (`--exclude=<pattern>` each).
     pub fn rsync_args(&self) -> Vec<String> {
-        self.patterns
-            .iter()
-            .map(|p| format!("--exclude={p}"))
-            .collect()
+        self.patterns.iter().map(|p| format!("--exclude={p}")).collect()
     }
 }
 
@@ -237,10 +203,7 @@ fn pattern_matches(pattern: &str, path: &[u8], is_dir: bool) -> bool {
     if glob_matches(pattern, path) {
         return true;
     }
-    path.iter()
-        .enumerate()
-        .filter(|(_, b)| **b == b'/')
-        .any(|(i, _)| glob_matches(pattern, &path[i + 1..]))
+    path.iter().enumerate().filter(|(_, b)| **b == b'/').any(|(i, _)| glob_matches(pattern, &path[i + 1..]))
 }
 
 /// Wildcard match where `*` and `?` stay within a component and `**` crosses components.
@@ -263,9 +226,7 @@ fn glob_matches(pattern: &[u8], text: &[u8]) -> bool {
             }
             false
         }
-        Some(b'?') => {
-            matches!(text.first(), Some(c) if *c != b'/') && glob_matches(&pattern[1..], &text[1..])
-        }
+        Some(b'?') => matches!(text.first(), Some(c) if *c != b'/') && glob_matches(&pattern[1..], &text[1..]),
         Some(c) => text.first() == Some(c) && glob_matches(&pattern[1..], &text[1..]),
     }
 }
@@ -284,14 +245,8 @@ mod tests {
         assert!(ex.is_excluded(Path::new("caches"), true));
         assert!(ex.is_excluded(Path::new("caches/idx/file"), false));
         assert!(!ex.is_excluded(Path::new("shared/caches"), true));
-        assert!(
-            ex.is_excluded(Path::new("tmp"), false),
-            "`/tmp` has no trailing slash: files too"
-        );
-        assert!(
-            !ex.is_excluded(Path::new("caches"), false),
-            "`/caches/` is for directories only"
-        );
+        assert!(ex.is_excluded(Path::new("tmp"), false), "`/tmp` has no trailing slash: files too");
+        assert!(!ex.is_excluded(Path::new("caches"), false), "`/caches/` is for directories only");
         assert!(ex.is_excluded(Path::new(".lock"), false));
         assert!(!ex.is_excluded(Path::new("shared/data/repositories/1/HEAD.lock"), false));
     }
@@ -319,10 +274,7 @@ mod tests {
     fn repository_excludes_apply() {
         let ex = home(true);
         assert!(ex.is_excluded(Path::new("shared/data/repositories/7"), true));
-        assert!(ex.is_excluded(
-            Path::new("shared/data/repositories/7/objects/pack/x.pack"),
-            false
-        ));
+        assert!(ex.is_excluded(Path::new("shared/data/repositories/7/objects/pack/x.pack"), false));
         assert!(!ex.is_excluded(Path::new("shared/data/repositories/70"), true));
         assert!(!ex.is_excluded(Path::new("shared/data/repositories/17"), true));
         let store = Excludes::for_data_store(&[7]);
@@ -361,9 +313,7 @@ mod tests {
     #[test]
     fn bad_patterns_are_named() {
         for bad in ["", "[abc]", "- /x", "/", "../up"] {
-            let err = Excludes::validate_patterns(&[bad.to_owned()])
-                .unwrap_err()
-                .to_string();
+            let err = Excludes::validate_patterns(&[bad.to_owned()]).unwrap_err().to_string();
             assert!(err.contains("filesystem.exclude"), "{bad}: {err}");
         }
         Excludes::validate_patterns(&["/var/cache/".to_owned(), "*.bak".to_owned()]).unwrap();
@@ -372,9 +322,6 @@ mod tests {
     #[test]
     fn rsync_arguments() {
         let ex = Excludes::from_patterns(["/tmp", "/caches/"]);
-        assert_eq!(
-            ex.rsync_args(),
-            vec!["--exclude=/tmp", "--exclude=/caches/"]
-        );
+        assert_eq!(ex.rsync_args(), vec!["--exclude=/tmp", "--exclude=/caches/"]);
     }
 }

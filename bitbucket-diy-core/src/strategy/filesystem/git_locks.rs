@@ -34,11 +34,7 @@ const TOP_LEVEL_LOCKS: &[&str] = &[
 const REF_FOLDERS: &[&str] = &["refs", "stash-refs", "logs"];
 
 /// Where repositories live below a copied root: a Bitbucket home, a Mesh home, a data store.
-const REPOSITORY_ROOTS: &[&str] = &[
-    "shared/data/repositories",
-    "data/repositories",
-    "repositories",
-];
+const REPOSITORY_ROOTS: &[&str] = &["shared/data/repositories", "data/repositories", "repositories"];
 
 /// Remove stale git lock files from every bare repository below `root`: a restored Bitbucket
 /// home (`shared/data/repositories/`), a Mesh home (`data/repositories/`) or a data store
@@ -67,10 +63,7 @@ pub fn find_bare_repositories(root: &Path) -> io::Result<Vec<PathBuf>> {
         if !base.is_dir() {
             continue;
         }
-        let mut walk = walkdir::WalkDir::new(&base)
-            .follow_links(false)
-            .sort_by_file_name()
-            .into_iter();
+        let mut walk = walkdir::WalkDir::new(&base).follow_links(false).sort_by_file_name().into_iter();
         while let Some(entry) = walk.next() {
             let entry = entry.map_err(io::Error::from)?;
             if !entry.file_type().is_dir() {
@@ -106,8 +99,7 @@ fn remove_locks_in_repository(repo: &Path) -> io::Result<Vec<PathBuf>> {
         }
         for entry in walkdir::WalkDir::new(&base).follow_links(false) {
             let entry = entry.map_err(io::Error::from)?;
-            let is_lock =
-                entry.file_type().is_file() && entry.path().extension() == Some(OsStr::new("lock"));
+            let is_lock = entry.file_type().is_file() && entry.path().extension() == Some(OsStr::new("lock"));
             if is_lock && remove_if_regular_file(entry.path())? {
                 removed.push(entry.path().to_owned());
             }
@@ -121,16 +113,10 @@ fn remove_if_regular_file(path: &Path) -> io::Result<bool> {
         Ok(meta) if meta.is_file() => match std::fs::remove_file(path) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(io::Error::new(
-                e.kind(),
-                format!("removing {}: {e}", path.display()),
-            )),
+            Err(e) => Err(io::Error::new(e.kind(), format!("removing {}: {e}", path.display()))),
         },
         Ok(_) => Ok(false),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(io::Error::new(
-            e.kind(),
-            format!("inspecting {}: {e}", path.display()),
-        )),
+        Err(e) => Err(io::Error::new(e.kind(), format!("inspecting {}: {e}", path.display()))),
     }
 }

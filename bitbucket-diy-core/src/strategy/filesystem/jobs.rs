@@ -28,20 +28,11 @@ impl CopyJob {
 }
 
 /// The home, then each data store.
-pub(crate) fn copy_jobs(
-    cfg: &FilesystemConfig,
-    separate_database: bool,
-    instance: InstanceType,
-) -> Vec<CopyJob> {
+pub(crate) fn copy_jobs(cfg: &FilesystemConfig, separate_database: bool, instance: InstanceType) -> Vec<CopyJob> {
     let mut jobs = vec![CopyJob {
         source: cfg.home.clone(),
         data_store: None,
-        excludes: Excludes::for_home(
-            instance,
-            separate_database,
-            &cfg.exclude,
-            &cfg.exclude_repos,
-        ),
+        excludes: Excludes::for_home(instance, separate_database, &cfg.exclude, &cfg.exclude_repos),
     }];
     jobs.extend(cfg.data_stores.iter().map(|store| CopyJob {
         source: store.clone(),
@@ -52,15 +43,9 @@ pub(crate) fn copy_jobs(
 }
 
 /// Checks shared by the copying strategies, naming the key at fault.
-pub(crate) fn validate_copy_config(
-    cfg: &FilesystemConfig,
-    instance: InstanceType,
-) -> Result<(), ConfigError> {
+pub(crate) fn validate_copy_config(cfg: &FilesystemConfig, instance: InstanceType) -> Result<(), ConfigError> {
     if !cfg.home.is_absolute() {
-        return Err(ConfigError::invalid(
-            "filesystem.home",
-            "must be an absolute path",
-        ));
+        return Err(ConfigError::invalid("filesystem.home", "must be an absolute path"));
     }
     for store in &cfg.data_stores {
         if !store.is_absolute() {
@@ -72,10 +57,7 @@ pub(crate) fn validate_copy_config(
         if store.starts_with(&cfg.home) || cfg.home.starts_with(store) {
             return Err(ConfigError::invalid(
                 "filesystem.data_stores",
-                format!(
-                    "{} overlaps filesystem.home: it would be copied twice",
-                    store.display()
-                ),
+                format!("{} overlaps filesystem.home: it would be copied twice", store.display()),
             ));
         }
     }

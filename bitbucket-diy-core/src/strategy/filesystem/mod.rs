@@ -38,10 +38,7 @@ pub struct FilesystemCapabilities {
 impl FilesystemCapabilities {
     /// Capabilities with the given flags.
     pub fn new(incremental: bool, atomic_snapshot: bool) -> Self {
-        Self {
-            incremental,
-            atomic_snapshot,
-        }
+        Self { incremental, atomic_snapshot }
     }
 }
 
@@ -65,19 +62,11 @@ pub trait FilesystemStrategy: Send + Sync + fmt::Debug {
     }
 
     /// The consistent copy (only the change, where incremental), while drained.
-    async fn backup(
-        &self,
-        ctx: &StepContext,
-        drained: &Drained,
-    ) -> Result<StepReport, StrategyError>;
+    async fn backup(&self, ctx: &StepContext, drained: &Drained) -> Result<StepReport, StrategyError>;
 
     /// Refuse a target home (or data-store folder) that exists and is not empty, or is a file.
     async fn check_restore_target(&self, target: &HomeTarget) -> Result<(), StrategyError>;
 
     /// Restore `ctx.source()`'s home and data stores into `target`.
-    async fn restore(
-        &self,
-        ctx: &RestoreContext,
-        target: &HomeTarget,
-    ) -> Result<StepReport, StrategyError>;
+    async fn restore(&self, ctx: &RestoreContext, target: &HomeTarget) -> Result<StepReport, StrategyError>;
 }

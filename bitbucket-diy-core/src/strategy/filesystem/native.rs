@@ -42,13 +42,10 @@ use crate::config::{ConfigError, FilesystemConfig, InstanceType};
 use crate::events::{Phase, Unit};
 use crate::strategy::filesystem::alternates::relink_fork_alternates;
 use crate::strategy::filesystem::pass_state::PassLog;
-use crate::strategy::filesystem::target::{
-    all_targets, data_store_plan, ensure_empty_target, mapped_targets,
-};
+use crate::strategy::filesystem::target::{all_targets, data_store_plan, ensure_empty_target, mapped_targets};
 use crate::strategy::filesystem::{CopyJob, Excludes, copy_jobs, validate_copy_config};
 use crate::strategy::{
-    FilesystemCapabilities, FilesystemStrategy, HomeTarget, RestoreContext, StepContext,
-    StepReport, StrategyError,
+    FilesystemCapabilities, FilesystemStrategy, HomeTarget, RestoreContext, StepContext, StepReport, StrategyError,
 };
 
 mod mirror;
@@ -73,18 +70,12 @@ impl NativeCopy {
         validate_copy_config(cfg, instance)?;
         let threads = match cfg.threads {
             Some(0) => {
-                return Err(ConfigError::invalid(
-                    "filesystem.threads",
-                    "must be at least 1",
-                ));
+                return Err(ConfigError::invalid("filesystem.threads", "must be at least 1"));
             }
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(2, |n| n.get()),
         };
-        Ok(Self {
-            jobs: copy_jobs(cfg, separate_database, instance),
-            threads,
-        })
+        Ok(Self { jobs: copy_jobs(cfg, separate_database, instance), threads })
     }
 
     /// Copy threads used.
@@ -92,11 +83,7 @@ impl NativeCopy {
         self.threads
     }
 
-    async fn copy_pass(
-        &self,
-        ctx: &StepContext,
-        phase: Phase,
-    ) -> Result<StepReport, StrategyError> {
+    async fn copy_pass(&self, ctx: &StepContext, phase: Phase) -> Result<StepReport, StrategyError> {
         let started = Instant::now();
         let counters = Arc::new(Counters::default());
         let skipped = Arc::new(Mutex::new(Vec::new()));
@@ -133,29 +120,18 @@ impl NativeCopy {
 
         let skipped = skipped.lock().map(|s| s.clone()).unwrap_or_default();
         if !skipped.is_empty() {
-            let list: Vec<String> = skipped
-                .iter()
-                .take(5)
-                .map(|p| p.display().to_string())
-                .collect();
+            let list: Vec<String> = skipped.iter().take(5).map(|p| p.display().to_string()).collect();
             ctx.warn(format!(
                 "skipped {} socket(s), FIFO(s) or device(s) that cannot be backed up: {}",
                 skipped.len(),
                 list.join(", ")
             ));
         }
-        let reflinked = if reflink.load(Ordering::Relaxed) {
-            "yes"
-        } else {
-            "no"
-        };
+        let reflinked = if reflink.load(Ordering::Relaxed) { "yes" } else { "no" };
         Ok(report_from(&counters, started)
             .note("threads", self.threads.to_string())
             .note("reflink", reflinked)
-            .note(
-                "change_detection",
-                "size+mtime, content when written after the previous pass began",
-            ))
+            .note("change_detection", "size+mtime, content when written after the previous pass began"))
     }
 }
 
@@ -174,30 +150,18 @@ impl FilesystemStrategy for NativeCopy {
     }
 
     async fn prepare(&self, ctx: &StepContext) -> Result<(), StrategyError> {
-        self.copy_pass(ctx, Phase::PrepareFilesystem)
-            .await
-            .map(|_| ())
+        self.copy_pass(ctx, Phase::PrepareFilesystem).await.map(|_| ())
     }
 
-    async fn backup(
-        &self,
-        ctx: &StepContext,
-        _drained: &Drained,
-    ) -> Result<StepReport, StrategyError> {
+    async fn backup(&self, ctx: &StepContext, _drained: &Drained) -> Result<StepReport, StrategyError> {
         self.copy_pass(ctx, Phase::BackupFilesystem).await
     }
 
     async fn check_restore_target(&self, target: &HomeTarget) -> Result<(), StrategyError> {
-        mapped_targets(target)
-            .iter()
-            .try_for_each(|t| ensure_empty_target(t))
+        mapped_targets(target).iter().try_for_each(|t| ensure_empty_target(t))
     }
 
-    async fn restore(
-        &self,
-        ctx: &RestoreContext,
-        target: &HomeTarget,
-    ) -> Result<StepReport, StrategyError> {
+    async fn restore(&self, ctx: &RestoreContext, target: &HomeTarget) -> Result<StepReport, StrategyError> {
         restore_natively(ctx, target, self.threads).await
     }
 }
@@ -217,11 +181,7 @@ pub(crate) async fn restore_natively(
     }
     let mut plan = vec![(ctx.source().home_dir(), target.home.clone())];
     let stores = data_store_plan(ctx, target);
-    plan.extend(
-        stores
-            .iter()
-            .map(|(_, source, restored)| (source.clone(), restored.clone())),
-    );
+    plan.extend(stores.iter().map(|(_, source, restored)| (source.clone(), restored.clone())));
     for (source, _) in &plan {
         if !source.is_dir() {
             return Err(StrategyError::Incompatible {
@@ -234,10 +194,7 @@ pub(crate) async fn restore_natively(
     let counters = Arc::new(Counters::default());
     let cancel = ctx.cancellation().clone();
     let home = target.home.clone();
-    let store_pairs: Vec<(PathBuf, PathBuf)> = stores
-        .iter()
-        .map(|(o, _, r)| (o.clone(), r.clone()))
-        .collect();
+    let store_pairs: Vec<(PathBuf, PathBuf)> = stores.iter().map(|(o, _, r)| (o.clone(), r.clone())).collect();
     let task_counters = counters.clone();
     let task = tokio::task::spawn_blocking(move || {
         let pool = thread_pool(threads, &home)?;
@@ -283,8 +240,7 @@ fn restore_tree(
     count_tree(source, counters);
     if !dest.exists() {
         if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| StrategyError::io("creating", parent, e))?;
+            std::fs::create_dir_all(parent).map_err(|e| StrategyError::io("creating", parent, e))?;
         }
         match std::fs::rename(source, dest) {
             Ok(()) => return Ok(true),
@@ -296,8 +252,7 @@ fn restore_tree(
     }
     // An existing empty folder (often a mount point): move the children, keep the folder.
     let mut moved = false;
-    let entries =
-        std::fs::read_dir(source).map_err(|e| StrategyError::io("reading folder", source, e))?;
+    let entries = std::fs::read_dir(source).map_err(|e| StrategyError::io("reading folder", source, e))?;
     for entry in entries {
         if cancel.is_cancelled() {
             return Err(StrategyError::Cancelled);
@@ -306,9 +261,7 @@ fn restore_tree(
         let name = entry.file_name();
         match std::fs::rename(entry.path(), dest.join(&name)) {
             Ok(()) => moved = true,
-            Err(e) if is_cross_device(&e) => {
-                pool.install(|| mirror.copy_new_entry(source, dest, &name))?
-            }
+            Err(e) if is_cross_device(&e) => pool.install(|| mirror.copy_new_entry(source, dest, &name))?,
             Err(e) => return Err(StrategyError::io("moving into", dest.join(&name), e)),
         }
     }
@@ -329,10 +282,7 @@ fn apply_root_metadata(source: &Path, dest: &Path) -> Result<(), StrategyError> 
 }
 
 fn count_tree(root: &Path, counters: &Counters) {
-    for entry in walkdir::WalkDir::new(root)
-        .into_iter()
-        .filter_map(Result::ok)
-    {
+    for entry in walkdir::WalkDir::new(root).into_iter().filter_map(Result::ok) {
         if !entry.file_type().is_dir() {
             counters.files.fetch_add(1, Ordering::Relaxed);
             if let Ok(meta) = entry.metadata() {
@@ -343,8 +293,7 @@ fn count_tree(root: &Path, counters: &Counters) {
 }
 
 fn is_cross_device(e: &std::io::Error) -> bool {
-    e.kind() == std::io::ErrorKind::CrossesDevices
-        || e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error())
+    e.kind() == std::io::ErrorKind::CrossesDevices || e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error())
 }
 
 pub(crate) fn is_root() -> bool {
@@ -367,14 +316,9 @@ fn sync_filesystem(path: &Path) -> Result<(), StrategyError> {
 
 pub(crate) fn check_sources(jobs: &[CopyJob]) -> Result<(), StrategyError> {
     for job in jobs {
-        let meta = std::fs::metadata(&job.source)
-            .map_err(|e| StrategyError::io("reading", &job.source, e))?;
+        let meta = std::fs::metadata(&job.source).map_err(|e| StrategyError::io("reading", &job.source, e))?;
         if !meta.is_dir() {
-            return Err(StrategyError::io(
-                "reading",
-                &job.source,
-                std::io::Error::other("not a folder"),
-            ));
+            return Err(StrategyError::io("reading", &job.source, std::io::Error::other("not a folder")));
         }
         std::fs::read_dir(&job.source).map_err(|e| StrategyError::io("listing", &job.source, e))?;
     }
@@ -393,10 +337,7 @@ fn report_from(counters: &Counters, started: Instant) -> StepReport {
 }
 
 fn join_error(e: tokio::task::JoinError) -> StrategyError {
-    StrategyError::Custom {
-        strategy: "native".to_owned(),
-        message: format!("copy task failed: {e}"),
-    }
+    StrategyError::Custom { strategy: "native".to_owned(), message: format!("copy task failed: {e}") }
 }
 
 /// Await the blocking copy, emitting byte progress every quarter second meanwhile.
@@ -413,11 +354,6 @@ async fn report_progress_until_done(
             _ = tick.tick() => ctx.progress(phase, counters.bytes.load(Ordering::Relaxed), None, Unit::Bytes),
         }
     };
-    ctx.progress(
-        phase,
-        counters.bytes.load(Ordering::Relaxed),
-        None,
-        Unit::Bytes,
-    );
+    ctx.progress(phase, counters.bytes.load(Ordering::Relaxed), None, Unit::Bytes);
     result
 }

@@ -55,17 +55,13 @@ pub(crate) struct PassLog {
 impl PassLog {
     /// The records kept in `state_dir`.
     pub(crate) fn new(state_dir: &Path) -> Self {
-        Self {
-            file: state_dir.join(PASS_RECORDS_FILE),
-        }
+        Self { file: state_dir.join(PASS_RECORDS_FILE) }
     }
 
     /// Whether `root` is a working folder that copy passes use (so its content must be copied,
     /// never moved away).
     pub(crate) fn is_in_use(root: &Path) -> bool {
-        root.join(crate::strategy::WorkingFolder::STATE)
-            .join(PASS_RECORDS_FILE)
-            .exists()
+        root.join(crate::strategy::WorkingFolder::STATE).join(PASS_RECORDS_FILE).exists()
     }
 
     fn read(&self) -> PassRecords {
@@ -95,27 +91,11 @@ impl PassLog {
         strategy: &str,
     ) -> Result<(), StrategyError> {
         let mut records = self.read();
-        let started_at = jiff::Timestamp::try_from(started).map_err(|e| {
-            StrategyError::io(
-                "recording the copy pass in",
-                &self.file,
-                std::io::Error::other(e),
-            )
-        })?;
-        records.passes.insert(
-            dest.to_owned(),
-            PassRecord {
-                started_at,
-                strategy: strategy.to_owned(),
-            },
-        );
-        let json = serde_json::to_vec_pretty(&records).map_err(|e| {
-            StrategyError::io(
-                "recording the copy pass in",
-                &self.file,
-                std::io::Error::other(e),
-            )
-        })?;
+        let started_at = jiff::Timestamp::try_from(started)
+            .map_err(|e| StrategyError::io("recording the copy pass in", &self.file, std::io::Error::other(e)))?;
+        records.passes.insert(dest.to_owned(), PassRecord { started_at, strategy: strategy.to_owned() });
+        let json = serde_json::to_vec_pretty(&records)
+            .map_err(|e| StrategyError::io("recording the copy pass in", &self.file, std::io::Error::other(e)))?;
         write_atomically(&self.file, &json)
     }
 }
@@ -125,15 +105,10 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Strategy
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| StrategyError::io("creating", dir, e))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .map_err(|e| StrategyError::io("creating a file in", dir, e))?;
-    tmp.write_all(bytes)
-        .map_err(|e| StrategyError::io("writing", tmp.path().to_owned(), e))?;
-    tmp.as_file()
-        .sync_all()
-        .map_err(|e| StrategyError::io("flushing", tmp.path().to_owned(), e))?;
-    tmp.persist(path)
-        .map_err(|e| StrategyError::io("writing", path, e.error))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| StrategyError::io("creating a file in", dir, e))?;
+    tmp.write_all(bytes).map_err(|e| StrategyError::io("writing", tmp.path().to_owned(), e))?;
+    tmp.as_file().sync_all().map_err(|e| StrategyError::io("flushing", tmp.path().to_owned(), e))?;
+    tmp.persist(path).map_err(|e| StrategyError::io("writing", path, e.error))?;
     Ok(())
 }
 
@@ -158,10 +133,6 @@ mod tests {
     fn corrupt_records_trust_nothing() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(PASS_RECORDS_FILE), b"{not json").unwrap();
-        assert!(
-            PassLog::new(dir.path())
-                .trusted_before(Path::new("/w/x"))
-                .is_none()
-        );
+        assert!(PassLog::new(dir.path()).trusted_before(Path::new("/w/x")).is_none());
     }
 }

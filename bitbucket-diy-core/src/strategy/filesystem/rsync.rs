@@ -39,17 +39,14 @@ use crate::events::{Phase, Unit};
 use crate::strategy::filesystem::alternates::relink_fork_alternates;
 use crate::strategy::filesystem::native::check_sources;
 use crate::strategy::filesystem::pass_state::{PassLog, write_atomically};
-use crate::strategy::filesystem::target::{
-    all_targets, data_store_plan, ensure_empty_target, mapped_targets,
-};
+use crate::strategy::filesystem::target::{all_targets, data_store_plan, ensure_empty_target, mapped_targets};
 use crate::strategy::filesystem::{CopyJob, Excludes, copy_jobs, validate_copy_config};
 use crate::strategy::{
-    ChildCommand, FilesystemCapabilities, FilesystemStrategy, HomeTarget, RestoreContext,
-    StepContext, StepReport, StrategyError,
+    ChildCommand, FilesystemCapabilities, FilesystemStrategy, HomeTarget, RestoreContext, StepContext, StepReport,
+    StrategyError,
 };
 
-const INSTALL_HINT: &str =
-    "install it with `apt-get install rsync` (Debian, Ubuntu) or `dnf install rsync` (RHEL)";
+const INSTALL_HINT: &str = "install it with `apt-get install rsync` (Debian, Ubuntu) or `dnf install rsync` (RHEL)";
 
 /// The `rsync` filesystem strategy.
 #[derive(Debug, Clone)]
@@ -94,11 +91,7 @@ impl RsyncCopy {
         ChildCommand::new(&self.program).install_hint(INSTALL_HINT)
     }
 
-    async fn copy_pass(
-        &self,
-        ctx: &StepContext,
-        phase: Phase,
-    ) -> Result<StepReport, StrategyError> {
+    async fn copy_pass(&self, ctx: &StepContext, phase: Phase) -> Result<StepReport, StrategyError> {
         let started = Instant::now();
         let passes = PassLog::new(&ctx.working().state_dir());
         let mut report = StepReport::default();
@@ -108,9 +101,7 @@ impl RsyncCopy {
             std::fs::create_dir_all(&dest).map_err(|e| StrategyError::io("creating", &dest, e))?;
             let pass_started = SystemTime::now();
             let trusted_before = passes.trusted_before(&dest);
-            let holds_files = std::fs::read_dir(&dest)
-                .map(|mut d| d.next().is_some())
-                .unwrap_or(false);
+            let holds_files = std::fs::read_dir(&dest).map(|mut d| d.next().is_some()).unwrap_or(false);
             let mut cmd = self
                 .rsync()
                 .args(["-a", "--delete", "--delete-excluded", "--stats"])
@@ -119,11 +110,7 @@ impl RsyncCopy {
             if trusted_before.is_none() && holds_files {
                 cmd = cmd.arg("--checksum");
             }
-            let out = cmd
-                .arg(with_slash(&job.source))
-                .arg(with_slash(&dest))
-                .run(ctx.cancellation())
-                .await?;
+            let out = cmd.arg(with_slash(&job.source)).arg(with_slash(&dest)).run(ctx.cancellation()).await?;
             add_stats(&mut report, &out.stdout_text());
             if let Some(trusted) = trusted_before {
                 caught_up += self.catch_up(ctx, job, &dest, trusted).await?;
@@ -146,16 +133,10 @@ impl RsyncCopy {
         dest: &Path,
         trusted_before: SystemTime,
     ) -> Result<u64, StrategyError> {
-        let (source, excludes, dest_owned) =
-            (job.source.clone(), job.excludes.clone(), dest.to_owned());
-        let suspects = tokio::task::spawn_blocking(move || {
-            suspects(&source, &dest_owned, &excludes, trusted_before)
-        })
-        .await
-        .map_err(|e| StrategyError::Custom {
-            strategy: "rsync".to_owned(),
-            message: e.to_string(),
-        })??;
+        let (source, excludes, dest_owned) = (job.source.clone(), job.excludes.clone(), dest.to_owned());
+        let suspects = tokio::task::spawn_blocking(move || suspects(&source, &dest_owned, &excludes, trusted_before))
+            .await
+            .map_err(|e| StrategyError::Custom { strategy: "rsync".to_owned(), message: e.to_string() })??;
         if suspects.is_empty() {
             return Ok(0);
         }
@@ -189,30 +170,18 @@ fn suspects(
     excludes: &Excludes,
     trusted_before: SystemTime,
 ) -> Result<Vec<PathBuf>, StrategyError> {
-    let trusted_secs = trusted_before
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    let trusted_secs = trusted_before.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
     let mut found = Vec::new();
-    let mut walk = walkdir::WalkDir::new(source)
-        .follow_links(false)
-        .min_depth(1)
-        .into_iter();
+    let mut walk = walkdir::WalkDir::new(source).follow_links(false).min_depth(1).into_iter();
     while let Some(entry) = walk.next() {
         let entry = match entry {
             Ok(entry) => entry,
             // Vanished while we walk: nothing to recopy.
-            Err(e)
-                if e.io_error()
-                    .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound) =>
-            {
+            Err(e) if e.io_error().is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound) => {
                 continue;
             }
             Err(e) => {
-                return Err(StrategyError::io(
-                    "reading",
-                    source,
-                    std::io::Error::other(e),
-                ));
+                return Err(StrategyError::io("reading", source, std::io::Error::other(e)));
             }
         };
         let Ok(relative) = entry.path().strip_prefix(source) else {
@@ -245,28 +214,16 @@ fn suspects(
 /// `path/`: rsync copies the folder's content, not the folder into itself.
 fn with_slash(path: &Path) -> String {
     let text = path.to_string_lossy();
-    if text.ends_with('/') {
-        text.into_owned()
-    } else {
-        format!("{text}/")
-    }
+    if text.ends_with('/') { text.into_owned() } else { format!("{text}/") }
 }
 
 /// Fold rsync's `--stats` into the report (thousands separators vary by locale and version).
 fn add_stats(report: &mut StepReport, stats: &str) {
     let number = |line: &str| -> u64 {
         let value = line.split_once(':').map_or("", |(_, v)| v);
-        let digits: String = value
-            .trim()
-            .chars()
-            .take_while(|c| c.is_ascii_digit() || *c == ',' || *c == '.')
-            .collect();
-        digits
-            .chars()
-            .filter(char::is_ascii_digit)
-            .collect::<String>()
-            .parse()
-            .unwrap_or(0)
+        let digits: String =
+            value.trim().chars().take_while(|c| c.is_ascii_digit() || *c == ',' || *c == '.').collect();
+        digits.chars().filter(char::is_ascii_digit).collect::<String>().parse().unwrap_or(0)
     };
     let regular = |line: &str| -> u64 {
         line.split_once("reg:")
@@ -309,49 +266,30 @@ impl FilesystemStrategy for RsyncCopy {
     }
 
     async fn check(&self) -> Result<(), StrategyError> {
-        self.rsync()
-            .arg("--version")
-            .run(&tokio_util::sync::CancellationToken::new())
-            .await?;
+        self.rsync().arg("--version").run(&tokio_util::sync::CancellationToken::new()).await?;
         check_sources(&self.jobs)
     }
 
     async fn prepare(&self, ctx: &StepContext) -> Result<(), StrategyError> {
-        self.copy_pass(ctx, Phase::PrepareFilesystem)
-            .await
-            .map(|_| ())
+        self.copy_pass(ctx, Phase::PrepareFilesystem).await.map(|_| ())
     }
 
-    async fn backup(
-        &self,
-        ctx: &StepContext,
-        _drained: &Drained,
-    ) -> Result<StepReport, StrategyError> {
+    async fn backup(&self, ctx: &StepContext, _drained: &Drained) -> Result<StepReport, StrategyError> {
         self.copy_pass(ctx, Phase::BackupFilesystem).await
     }
 
     async fn check_restore_target(&self, target: &HomeTarget) -> Result<(), StrategyError> {
-        mapped_targets(target)
-            .iter()
-            .try_for_each(|t| ensure_empty_target(t))
+        mapped_targets(target).iter().try_for_each(|t| ensure_empty_target(t))
     }
 
-    async fn restore(
-        &self,
-        ctx: &RestoreContext,
-        target: &HomeTarget,
-    ) -> Result<StepReport, StrategyError> {
+    async fn restore(&self, ctx: &RestoreContext, target: &HomeTarget) -> Result<StepReport, StrategyError> {
         let started = Instant::now();
         for t in all_targets(ctx, target) {
             ensure_empty_target(&t)?;
         }
         let stores = data_store_plan(ctx, target);
         let mut plan = vec![(ctx.source().home_dir(), target.home.clone())];
-        plan.extend(
-            stores
-                .iter()
-                .map(|(_, source, restored)| (source.clone(), restored.clone())),
-        );
+        plan.extend(stores.iter().map(|(_, source, restored)| (source.clone(), restored.clone())));
         let mut report = StepReport::default();
         for (source, dest) in &plan {
             if !source.is_dir() {
@@ -375,10 +313,7 @@ impl FilesystemStrategy for RsyncCopy {
         let pairs: Vec<(PathBuf, PathBuf)> = stores.into_iter().map(|(o, _, r)| (o, r)).collect();
         let relinked = tokio::task::spawn_blocking(move || relink_fork_alternates(&home, &pairs))
             .await
-            .map_err(|e| StrategyError::Custom {
-                strategy: "rsync".to_owned(),
-                message: e.to_string(),
-            })?
+            .map_err(|e| StrategyError::Custom { strategy: "rsync".to_owned(), message: e.to_string() })?
             .map_err(|e| StrategyError::io("relinking fork alternates in", &target.home, e))?;
         report.elapsed = started.elapsed();
         Ok(report.note("alternates_relinked", relinked.len().to_string()))
@@ -396,10 +331,7 @@ mod tests {
                      Total file size: 99,999 bytes\nTotal transferred file size: 12,345 bytes\n";
         let mut report = StepReport::default();
         add_stats(&mut report, stats);
-        assert_eq!(
-            (report.files, report.unchanged, report.removed, report.bytes),
-            (10, 990, 2, 12_345)
-        );
+        assert_eq!((report.files, report.unchanged, report.removed, report.bytes), (10, 990, 2, 12_345));
     }
 
     #[test]

@@ -15,13 +15,9 @@ pub(crate) fn ensure_empty_target(path: &Path) -> Result<(), StrategyError> {
     };
     let target = path.display().to_string();
     if !meta.is_dir() {
-        return Err(StrategyError::TargetNotEmpty {
-            target,
-            detail: "it is a file, not a folder".to_owned(),
-        });
+        return Err(StrategyError::TargetNotEmpty { target, detail: "it is a file, not a folder".to_owned() });
     }
-    let entries = std::fs::read_dir(path)
-        .map_err(|e| StrategyError::io("reading the restore target", path, e))?;
+    let entries = std::fs::read_dir(path).map_err(|e| StrategyError::io("reading the restore target", path, e))?;
     let mut names = Vec::new();
     let mut count = 0usize;
     for entry in entries {
@@ -34,36 +30,22 @@ pub(crate) fn ensure_empty_target(path: &Path) -> Result<(), StrategyError> {
     if count == 0 {
         return Ok(());
     }
-    let more = if count > names.len() {
-        format!(" and {} more", count - names.len())
-    } else {
-        String::new()
-    };
+    let more = if count > names.len() { format!(" and {} more", count - names.len()) } else { String::new() };
     Err(StrategyError::TargetNotEmpty {
         target,
-        detail: format!(
-            "it holds {}{more}; restore into a new or empty folder",
-            names.join(", ")
-        ),
+        detail: format!("it holds {}{more}; restore into a new or empty folder", names.join(", ")),
     })
 }
 
 /// Each backed-up data store: (original path, where the backup holds it, where it is restored).
 /// Unmapped stores go back to their original path.
-pub(crate) fn data_store_plan(
-    ctx: &RestoreContext,
-    target: &HomeTarget,
-) -> Vec<(PathBuf, PathBuf, PathBuf)> {
+pub(crate) fn data_store_plan(ctx: &RestoreContext, target: &HomeTarget) -> Vec<(PathBuf, PathBuf, PathBuf)> {
     ctx.metadata()
         .data_stores
         .iter()
         .map(|original| {
             let source = ctx.source().data_store_dir(original);
-            let restored = target
-                .data_stores
-                .get(original)
-                .cloned()
-                .unwrap_or_else(|| original.clone());
+            let restored = target.data_stores.get(original).cloned().unwrap_or_else(|| original.clone());
             (original.clone(), source, restored)
         })
         .collect()
@@ -72,11 +54,7 @@ pub(crate) fn data_store_plan(
 /// Every folder a restore into `target` writes, for the emptiness check.
 pub(crate) fn all_targets(ctx: &RestoreContext, target: &HomeTarget) -> Vec<PathBuf> {
     let mut all = vec![target.home.clone()];
-    all.extend(
-        data_store_plan(ctx, target)
-            .into_iter()
-            .map(|(_, _, restored)| restored),
-    );
+    all.extend(data_store_plan(ctx, target).into_iter().map(|(_, _, restored)| restored));
     all
 }
 

@@ -58,57 +58,31 @@ impl Mirror<'_> {
     /// Make `dst_root` a copy of `src_root` (a folder, or a symlink to one: the root is the only
     /// symlink ever followed, because homes are often symlinks to their volume).
     pub(crate) fn run(&self, src_root: &Path, dst_root: &Path) -> Result<(), StrategyError> {
-        let src_meta =
-            fs::metadata(src_root).map_err(|e| StrategyError::io("reading", src_root, e))?;
+        let src_meta = fs::metadata(src_root).map_err(|e| StrategyError::io("reading", src_root, e))?;
         if !src_meta.is_dir() {
-            return Err(StrategyError::io(
-                "copying",
-                src_root,
-                io::Error::other("not a folder"),
-            ));
+            return Err(StrategyError::io("copying", src_root, io::Error::other("not a folder")));
         }
         match fs::symlink_metadata(dst_root) {
             Ok(meta) if meta.is_dir() => {}
             Ok(_) => {
-                fs::remove_file(dst_root)
-                    .map_err(|e| StrategyError::io("replacing", dst_root, e))?;
-                fs::create_dir_all(dst_root)
-                    .map_err(|e| StrategyError::io("creating", dst_root, e))?;
+                fs::remove_file(dst_root).map_err(|e| StrategyError::io("replacing", dst_root, e))?;
+                fs::create_dir_all(dst_root).map_err(|e| StrategyError::io("creating", dst_root, e))?;
             }
-            Err(_) => fs::create_dir_all(dst_root)
-                .map_err(|e| StrategyError::io("creating", dst_root, e))?,
+            Err(_) => fs::create_dir_all(dst_root).map_err(|e| StrategyError::io("creating", dst_root, e))?,
         }
         self.mirror_dir(src_root, dst_root, Path::new(""))?;
         self.apply_dir_metadata(dst_root, &src_meta)
     }
 
     /// Copy one entry of `src_dir` into `dst_dir`, whose counterpart does not exist yet.
-    pub(crate) fn copy_new_entry(
-        &self,
-        src_dir: &Path,
-        dst_dir: &Path,
-        name: &OsStr,
-    ) -> Result<(), StrategyError> {
+    pub(crate) fn copy_new_entry(&self, src_dir: &Path, dst_dir: &Path, name: &OsStr) -> Result<(), StrategyError> {
         let src = src_dir.join(name);
         let meta = fs::symlink_metadata(&src).map_err(|e| StrategyError::io("reading", &src, e))?;
-        self.mirror_entry(
-            src_dir,
-            dst_dir,
-            Path::new(""),
-            &SourceEntry {
-                name: name.to_owned(),
-                meta,
-            },
-            None,
-        )
+        self.mirror_entry(src_dir, dst_dir, Path::new(""), &SourceEntry { name: name.to_owned(), meta }, None)
     }
 
     fn check_cancel(&self) -> Result<(), StrategyError> {
-        if self.cancel.is_cancelled() {
-            Err(StrategyError::Cancelled)
-        } else {
-            Ok(())
-        }
+        if self.cancel.is_cancelled() { Err(StrategyError::Cancelled) } else { Ok(()) }
     }
 
     fn mirror_dir(&self, src: &Path, dst: &Path, rel: &Path) -> Result<(), StrategyError> {
@@ -121,11 +95,7 @@ impl Mirror<'_> {
         };
         let wanted: Vec<SourceEntry> = entries
             .into_iter()
-            .filter(|e| {
-                !self
-                    .excludes
-                    .excludes_entry(&rel.join(&e.name), e.meta.is_dir())
-            })
+            .filter(|e| !self.excludes.excludes_entry(&rel.join(&e.name), e.meta.is_dir()))
             .collect();
         let existing: HashMap<OsString, Metadata> = read_entries(dst)
             .map_err(|e| StrategyError::io("reading folder", dst, e))?
@@ -138,9 +108,7 @@ impl Mirror<'_> {
                 self.remove(&dst.join(name), meta)?;
             }
         }
-        wanted.par_iter().try_for_each(|entry| {
-            self.mirror_entry(src, dst, rel, entry, existing.get(&entry.name))
-        })
+        wanted.par_iter().try_for_each(|entry| self.mirror_entry(src, dst, rel, entry, existing.get(&entry.name)))
     }
 
     fn mirror_entry(
@@ -198,9 +166,7 @@ impl Mirror<'_> {
         let same = match verdict {
             Verdict::Copy => false,
             Verdict::Unchanged => true,
-            Verdict::Compare => {
-                same_content(src, &dst).map_err(|e| StrategyError::io("comparing", src, e))?
-            }
+            Verdict::Compare => same_content(src, &dst).map_err(|e| StrategyError::io("comparing", src, e))?,
         };
         match (same, existing) {
             (true, Some(dst_meta)) => {
@@ -212,10 +178,7 @@ impl Mirror<'_> {
     }
 
     fn decide(&self, src: &Metadata, dst: &Metadata) -> Verdict {
-        if src.len() != dst.len()
-            || src.mtime() != dst.mtime()
-            || src.mtime_nsec() != dst.mtime_nsec()
-        {
+        if src.len() != dst.len() || src.mtime() != dst.mtime() || src.mtime_nsec() != dst.mtime_nsec() {
             return Verdict::Copy;
         }
         let changed_at = modified(src).max(changed(src));
@@ -285,9 +248,7 @@ impl Mirror<'_> {
         tmp: &Path,
         meta: &Metadata,
     ) -> Result<u64, StrategyError> {
-        let bytes = self
-            .copy_content(input, output)
-            .map_err(|e| StrategyError::io("copying", src, e))?;
+        let bytes = self.copy_content(input, output).map_err(|e| StrategyError::io("copying", src, e))?;
         // Owner before mode: chown clears set-user-id bits.
         if self.preserve_owner {
             std::os::unix::fs::fchown(output, Some(meta.uid()), Some(meta.gid()))
@@ -334,9 +295,8 @@ impl Mirror<'_> {
             Err(e) if is_vanished(&e) || e.kind() == io::ErrorKind::InvalidInput => return Ok(()),
             Err(e) => return Err(StrategyError::io("reading the symlink", src, e)),
         };
-        let unchanged = existing
-            .filter(|m| m.file_type().is_symlink())
-            .filter(|_| fs::read_link(&dst).is_ok_and(|t| t == target));
+        let unchanged =
+            existing.filter(|m| m.file_type().is_symlink()).filter(|_| fs::read_link(&dst).is_ok_and(|t| t == target));
         if let Some(dst_meta) = unchanged {
             self.counters.unchanged.fetch_add(1, Ordering::Relaxed);
             return self.fix_metadata(&dst, meta, dst_meta);
@@ -345,8 +305,7 @@ impl Mirror<'_> {
             self.remove(&dst, m)?;
         }
         let tmp = dst_dir.join(temporary_name(name));
-        std::os::unix::fs::symlink(&target, &tmp)
-            .map_err(|e| StrategyError::io("creating", &tmp, e))?;
+        std::os::unix::fs::symlink(&target, &tmp).map_err(|e| StrategyError::io("creating", &tmp, e))?;
         let finish = || -> Result<(), StrategyError> {
             if self.preserve_owner {
                 std::os::unix::fs::lchown(&tmp, Some(meta.uid()), Some(meta.gid()))
@@ -364,16 +323,9 @@ impl Mirror<'_> {
     }
 
     /// Make an unchanged entry's owner, mode and times those of the source.
-    fn fix_metadata(
-        &self,
-        dst: &Path,
-        src_meta: &Metadata,
-        dst_meta: &Metadata,
-    ) -> Result<(), StrategyError> {
+    fn fix_metadata(&self, dst: &Path, src_meta: &Metadata, dst_meta: &Metadata) -> Result<(), StrategyError> {
         let is_symlink = dst_meta.file_type().is_symlink();
-        if self.preserve_owner
-            && (src_meta.uid() != dst_meta.uid() || src_meta.gid() != dst_meta.gid())
-        {
+        if self.preserve_owner && (src_meta.uid() != dst_meta.uid() || src_meta.gid() != dst_meta.gid()) {
             std::os::unix::fs::lchown(dst, Some(src_meta.uid()), Some(src_meta.gid()))
                 .map_err(|e| StrategyError::io("setting the owner of", dst, e))?;
         }
@@ -388,11 +340,8 @@ impl Mirror<'_> {
     }
 
     fn apply_dir_metadata(&self, dst: &Path, src_meta: &Metadata) -> Result<(), StrategyError> {
-        let dst_meta =
-            fs::symlink_metadata(dst).map_err(|e| StrategyError::io("reading", dst, e))?;
-        if self.preserve_owner
-            && (src_meta.uid() != dst_meta.uid() || src_meta.gid() != dst_meta.gid())
-        {
+        let dst_meta = fs::symlink_metadata(dst).map_err(|e| StrategyError::io("reading", dst, e))?;
+        if self.preserve_owner && (src_meta.uid() != dst_meta.uid() || src_meta.gid() != dst_meta.gid()) {
             std::os::unix::fs::lchown(dst, Some(src_meta.uid()), Some(src_meta.gid()))
                 .map_err(|e| StrategyError::io("setting the owner of", dst, e))?;
         }
@@ -428,9 +377,7 @@ impl Mirror<'_> {
             fs::remove_file(path)
         };
         match result {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                Err(StrategyError::io("removing", path, e))
-            }
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(StrategyError::io("removing", path, e)),
             _ => Ok(()),
         }
     }
@@ -448,16 +395,10 @@ fn read_entries(dir: &Path) -> io::Result<Vec<SourceEntry>> {
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         match entry.metadata() {
-            Ok(meta) => entries.push(SourceEntry {
-                name: entry.file_name(),
-                meta,
-            }),
+            Ok(meta) => entries.push(SourceEntry { name: entry.file_name(), meta }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => {
-                return Err(io::Error::new(
-                    e.kind(),
-                    format!("{}: {e}", entry.path().display()),
-                ));
+                return Err(io::Error::new(e.kind(), format!("{}: {e}", entry.path().display())));
             }
         }
     }
@@ -466,18 +407,13 @@ fn read_entries(dir: &Path) -> io::Result<Vec<SourceEntry>> {
 
 fn open_no_follow(path: &Path) -> io::Result<File> {
     use rustix::fs::{Mode, OFlags};
-    let fd = rustix::fs::open(
-        path,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
+    let fd = rustix::fs::open(path, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
     Ok(File::from(fd))
 }
 
 /// Gone, or turned into a symlink (`O_NOFOLLOW` answers ELOOP), since it was listed.
 fn is_vanished(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::NotFound
-        || e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
+    e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
 }
 
 /// Compare two files' bytes (both are expected to have the same size).
@@ -521,10 +457,7 @@ fn temporary_name(name: &OsStr) -> OsString {
     let mut random = [0u8; 6];
     // Without randomness the pid and time still make a name no one else uses.
     if getrandom::fill(&mut random).is_err() {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .subsec_nanos();
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().subsec_nanos();
         random[..4].copy_from_slice(&nanos.to_le_bytes());
         random[4..].copy_from_slice(&(std::process::id() as u16).to_le_bytes());
     }
