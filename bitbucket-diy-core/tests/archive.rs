@@ -685,10 +685,11 @@ struct CancelAt {
 
 impl bitbucket_diy_core::EventSink for CancelAt {
     fn emit(&self, event: &Event) {
-        if let Event::Progress { phase, done, .. } = event {
-            if *phase == self.phase && *done > 0 {
-                self.token.cancel();
-            }
+        if let Event::Progress { phase, done, .. } = event
+            && *phase == self.phase
+            && *done > 0
+        {
+            self.token.cancel();
         }
     }
 }

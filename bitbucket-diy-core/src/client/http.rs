@@ -195,10 +195,10 @@ impl Inner {
             // Bitbucket's MVC endpoints expect a JSON content type even with no body.
             request = request.header(CONTENT_TYPE, "application/json");
         }
-        if call.authenticated {
-            if let Some(password) = &self.password {
-                request = request.basic_auth(&self.user, Some(password.expose_secret()));
-            }
+        if call.authenticated
+            && let Some(password) = &self.password
+        {
+            request = request.basic_auth(&self.user, Some(password.expose_secret()));
         }
         if let Some(token) = call.maintenance_token {
             request = request.header(MAINTENANCE_TOKEN_HEADER, token.expose_secret());

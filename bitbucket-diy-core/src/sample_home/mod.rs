@@ -341,7 +341,7 @@ fn create_repository(path: &Path, id: u64, spec: &SampleHomeSpec, is_large: bool
     write_result.map_err(|e| io_error(path, e))?;
 
     // Variety: some repositories keep loose refs, others packed ones; some gain loose objects.
-    if id % 2 == 0 {
+    if id.is_multiple_of(2) {
         git(Some(path), &["pack-refs", "--all"], None)?;
     }
     let head = git(Some(path), &["rev-parse", "refs/heads/main"], None)?.trim().to_owned();

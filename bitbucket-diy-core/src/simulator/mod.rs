@@ -193,10 +193,10 @@ impl Simulator {
     /// Stop serving: open connections get a moment to finish, then the server is stopped.
     pub async fn shutdown(mut self) {
         self.shared.shutdown.cancel();
-        if let Some(mut server) = self.server.take() {
-            if tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await.is_err() {
-                server.abort();
-            }
+        if let Some(mut server) = self.server.take()
+            && tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await.is_err()
+        {
+            server.abort();
         }
     }
 }

@@ -341,10 +341,8 @@ impl Extractor {
         drop(parent_cache);
         drop(root);
         remove_contents(&target);
-        if created_target {
-            if let Err(e) = fs::remove_dir(&target) {
-                tracing::warn!(target = %target.display(), error = %e, "could not remove the extraction target");
-            }
+        if created_target && let Err(e) = fs::remove_dir(&target) {
+            tracing::warn!(target = %target.display(), error = %e, "could not remove the extraction target");
         }
     }
 }

@@ -79,10 +79,10 @@ pub(crate) fn origin(error: io::Error) -> IoOrigin {
         return IoOrigin::Cancelled;
     }
     if error.get_ref().is_some_and(|inner| inner.is::<LocalReadError>()) {
-        if let Some(inner) = error.into_inner() {
-            if let Ok(local) = inner.downcast::<LocalReadError>() {
-                return IoOrigin::LocalRead { path: local.path, source: local.source };
-            }
+        if let Some(inner) = error.into_inner()
+            && let Ok(local) = inner.downcast::<LocalReadError>()
+        {
+            return IoOrigin::LocalRead { path: local.path, source: local.source };
         }
         return IoOrigin::Other(io::Error::other("unreadable local file"));
     }

@@ -511,11 +511,11 @@ struct CancelOnProgress {
 
 impl EventSink for CancelOnProgress {
     fn emit(&self, event: &Event) {
-        if let Event::Progress { phase: Phase::Archive, done, .. } = event {
-            if *done > 0 {
-                self.seen.store(true, std::sync::atomic::Ordering::SeqCst);
-                self.token.cancel();
-            }
+        if let Event::Progress { phase: Phase::Archive, done, .. } = event
+            && *done > 0
+        {
+            self.seen.store(true, std::sync::atomic::Ordering::SeqCst);
+            self.token.cancel();
         }
     }
 }

@@ -485,15 +485,13 @@ impl DatabaseStrategy for PostgresDatabase {
             .run(cancel)
             .await;
         if let Err(e) = restored {
-            if created {
-                if let Err(drop_error) = self.drop_database(&session, &target.database).await {
-                    ctx.emit(crate::events::Event::Warning {
-                        message: format!(
-                            "could not drop the half-restored database {}: {drop_error}; drop it by hand before retrying",
-                            target.database
-                        ),
-                    });
-                }
+            if created && let Err(drop_error) = self.drop_database(&session, &target.database).await {
+                ctx.emit(crate::events::Event::Warning {
+                    message: format!(
+                        "could not drop the half-restored database {}: {drop_error}; drop it by hand before retrying",
+                        target.database
+                    ),
+                });
             }
             return Err(e);
         }
