@@ -1,6 +1,6 @@
 //! Shared test bench: a simulator, a sample home of real git repositories, and strategies that
 //! fail on demand (fault injection for the orchestrator; the real strategies are tested apart).
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
