@@ -298,6 +298,9 @@ pub struct PostgresConfig {
     pub bin_dir: Option<PathBuf>,
     /// The database to connect to when creating the restore target.
     pub maintenance_database: String,
+    /// Export a snapshot while Bitbucket is drained and run `pg_dump --snapshot` after the
+    /// unlock, so the lock window holds the export, not the dump.
+    pub dump_after_unlock: bool,
 }
 
 #[derive(Deserialize)]
@@ -319,6 +322,8 @@ struct RawPostgres {
     bin_dir: Option<PathBuf>,
     #[serde(default = "default_pg_maintenance_db")]
     maintenance_database: String,
+    #[serde(default = "default_true")]
+    dump_after_unlock: bool,
 }
 
 impl<'de> Deserialize<'de> for PostgresConfig {
@@ -339,6 +344,7 @@ impl<'de> Deserialize<'de> for PostgresConfig {
             jobs: raw.jobs,
             bin_dir: raw.bin_dir,
             maintenance_database: raw.maintenance_database,
+            dump_after_unlock: raw.dump_after_unlock,
         })
     }
 }
@@ -434,6 +440,9 @@ fn default_mysql_port() -> u16 {
 }
 fn default_db_name() -> String {
     "bitbucket".to_owned()
+}
+fn default_true() -> bool {
+    true
 }
 fn default_pg_maintenance_db() -> String {
     "postgres".to_owned()

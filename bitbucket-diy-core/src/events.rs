@@ -25,8 +25,10 @@ pub enum Phase {
     StartBackup,
     /// Waiting until `db-state` and `scm-state` are `DRAINED`.
     Drain,
-    /// The consistent database dump.
+    /// The consistent database dump, or the export of its snapshot.
     BackupDatabase,
+    /// Writing a dump from a snapshot exported while drained, after the unlock.
+    DumpDatabase,
     /// The consistent home copy.
     BackupFilesystem,
     /// Progress 100 and `DELETE /mvc/maintenance/lock`.
@@ -59,6 +61,7 @@ impl Phase {
             Phase::StartBackup => "start-backup",
             Phase::Drain => "drain",
             Phase::BackupDatabase => "backup-database",
+            Phase::DumpDatabase => "dump-database",
             Phase::BackupFilesystem => "backup-filesystem",
             Phase::Unlock => "unlock",
             Phase::Archive => "archive",

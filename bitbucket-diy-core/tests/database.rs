@@ -180,6 +180,43 @@ mod postgresql {
     }
 
     #[tokio::test]
+    async fn dump_after_unlock_shows_the_database_as_it_was_when_the_snapshot_was_exported() {
+        let fixture = PgFixture::new("pg_snapshot");
+        conformance::DatabaseFixture::seed(&fixture).await.unwrap();
+        psql(&fixture.source, "CREATE TABLE writes (id int PRIMARY KEY); INSERT INTO writes VALUES (1);");
+        let pg = strategy(&config(&fixture.source));
+        let working = tempfile::tempdir().unwrap();
+        let ctx = bitbucket_diy_core::strategy::conformance::database::step_context(working.path(), CancellationToken::new()).unwrap();
+        let snapshot = pg
+            .export_snapshot(&ctx, &bitbucket_diy_core::client::Drained::for_testing())
+            .await
+            .unwrap()
+            .expect("dump_after_unlock exports a snapshot");
+        // Bitbucket writes again after the unlock: none of it may reach the dump.
+        psql(&fixture.source, "INSERT INTO writes VALUES (2); DELETE FROM writes WHERE id = 1;");
+        // DDL waits for the dump instead of breaking it.
+        let ddl = std::process::Command::new("psql")
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", HOST, "-U", SUPERUSER, "-d", &fixture.source])
+            .args(["-c", "SET lock_timeout = '300ms'; DROP TABLE audit;"])
+            .output()
+            .unwrap();
+        assert!(!ddl.status.success(), "DROP TABLE must wait for the dump");
+        assert!(String::from_utf8_lossy(&ddl.stderr).contains("lock timeout"), "{}", String::from_utf8_lossy(&ddl.stderr));
+        let report = snapshot.finish(&ctx).await.unwrap();
+        assert!(report.notes.contains_key("snapshot"), "{:?}", report.notes);
+        let target = DatabaseTarget { database: conformance::DatabaseFixture::fresh_database_name(&fixture, "restored") };
+        pg.restore(&restore_context(working.path(), &pg, &report).unwrap(), &target).await.unwrap();
+        assert_eq!(psql(&target.database, "SELECT string_agg(id::text, ',') FROM writes;").trim(), "1");
+        let aliases = psql(&target.database, "SELECT count(*) FROM pg_tables WHERE tablename = 'audit';");
+        assert_eq!(aliases.trim(), "1");
+        let open = psql("postgres", &format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = {} AND state LIKE 'idle in transaction%';",
+            literal(&fixture.source)
+        ));
+        assert_eq!(open.trim(), "0", "the exporting transaction is closed after the dump");
+    }
+
+    #[tokio::test]
     async fn restores_into_a_name_full_of_quotes_without_injection() {
         let fixture = PgFixture::new("pg_quotes");
         conformance::DatabaseFixture::seed(&fixture).await.unwrap();

@@ -11,7 +11,7 @@ use crate::client::MaintenanceClient;
 use crate::error::{Error, ErrorKind};
 use crate::events::{Event, EventSink, Phase};
 use crate::orchestrator::hooks::HookEnv;
-use crate::orchestrator::locked::{Consistent, join_results};
+use crate::orchestrator::locked::{Consistent, DatabaseCopy, join_results};
 use crate::orchestrator::report::{BackupReport, PhaseTimer};
 use crate::orchestrator::{BackupOrchestrator, HookPoint, RunLock};
 use crate::strategy::{StepContext, WorkingFolder};
@@ -83,6 +83,14 @@ impl BackupOrchestrator {
         };
         hook_env.lock_window = consistent.lock_window;
         self.hook_warning(HookPoint::AfterUnlock, hook_env, events).await;
+        let database = match consistent.database {
+            DatabaseCopy::Done(report) => report,
+            DatabaseCopy::Deferred(snapshot) => timer
+                .run(Phase::DumpDatabase, snapshot.finish(&ctx))
+                .await
+                .map_err(|e| cancelled_during(Error::Database(e), cancel, &timer))?,
+        };
+        let consistent = Consistent { database: DatabaseCopy::Done(database.clone()), ..consistent };
 
         let metadata = self.metadata(&id, client, bitbucket_version, &consistent);
         let archive = timer
@@ -106,7 +114,7 @@ impl BackupOrchestrator {
             drain_wait: consistent.drain_wait,
             total: start.elapsed(),
             phases: timer.timings(),
-            database: consistent.database,
+            database,
             filesystem: consistent.filesystem,
             zero_downtime: self.options.zero_downtime,
             pruned: pruned.into_iter().map(|a| a.path).collect(),
@@ -193,7 +201,12 @@ impl BackupOrchestrator {
             instance_url: Some(client.base_url().to_string()),
             zero_downtime: self.options.zero_downtime,
             lock_window: c.lock_window,
-            database: StrategyRecord::from_report(self.database.name(), &c.database),
+            database: match &c.database {
+                DatabaseCopy::Done(report) => StrategyRecord::from_report(self.database.name(), report),
+                DatabaseCopy::Deferred(_) => {
+                    StrategyRecord { name: self.database.name().to_owned(), ..Default::default() }
+                }
+            },
             filesystem: StrategyRecord::from_report(self.filesystem.name(), &c.filesystem),
             data_stores: self.options.data_stores.clone(),
         }

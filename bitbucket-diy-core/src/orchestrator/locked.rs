@@ -15,12 +15,19 @@ use crate::error::Error;
 use crate::events::{Event, EventSink, Phase};
 use crate::orchestrator::BackupOrchestrator;
 use crate::orchestrator::report::PhaseTimer;
-use crate::strategy::{StepContext, StepReport};
+use crate::strategy::{DeferredDump, StepContext, StepReport};
+
+/// The database step's result inside the lock: a finished dump, or a snapshot to dump later.
+#[derive(Debug)]
+pub(crate) enum DatabaseCopy {
+    Done(StepReport),
+    Deferred(Box<dyn DeferredDump>),
+}
 
 /// What the consistent part of a backup produced.
 #[derive(Debug)]
 pub(crate) struct Consistent {
-    pub database: StepReport,
+    pub database: DatabaseCopy,
     pub filesystem: StepReport,
     pub lock_window: Option<Duration>,
     pub drain_wait: Option<Duration>,
@@ -139,14 +146,20 @@ impl BackupOrchestrator {
         drained: &Drained,
         timer: &PhaseTimer,
         step_done: F,
-    ) -> Result<(StepReport, StepReport), Error>
+    ) -> Result<(DatabaseCopy, StepReport), Error>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = ()>,
     {
         let cancel = ctx.cancellation();
         let database = async {
-            let r = timer.run(Phase::BackupDatabase, self.database.backup(ctx, drained)).await.map_err(Error::Database);
+            let step = async {
+                match self.database.export_snapshot(ctx, drained).await? {
+                    Some(snapshot) => Ok(DatabaseCopy::Deferred(snapshot)),
+                    None => self.database.backup(ctx, drained).await.map(DatabaseCopy::Done),
+                }
+            };
+            let r = timer.run(Phase::BackupDatabase, step).await.map_err(Error::Database);
             finish_step(r, cancel, &step_done).await
         };
         let filesystem = async {

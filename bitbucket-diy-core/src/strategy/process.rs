@@ -155,10 +155,8 @@ impl ChildCommand {
         Path::new(&self.program).file_name().unwrap_or(self.program.as_os_str()).to_string_lossy().into_owned()
     }
 
-    /// Run to completion. On cancellation the whole process group is killed and
-    /// [`StrategyError::Cancelled`] returned; a non-zero exit is [`StrategyError::CommandFailed`].
-    pub async fn run(self, cancel: &CancellationToken) -> Result<ChildOutput, StrategyError> {
-        let program = self.program_name();
+    /// The tokio command with environment, secrets and folder applied; stdio left to the caller.
+    fn prepare(&self) -> Command {
         let mut cmd = Command::new(&self.program);
         cmd.args(&self.args).kill_on_drop(true).process_group(0).stdin(Stdio::null());
         for key in &self.env_remove {
@@ -173,6 +171,42 @@ impl ChildCommand {
         if let Some(dir) = &self.current_dir {
             cmd.current_dir(dir);
         }
+        cmd
+    }
+
+    fn spawn(&self, cmd: &mut Command) -> Result<tokio::process::Child, StrategyError> {
+        cmd.spawn().map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound && self.current_dir.as_ref().is_none_or(|d| d.is_dir()) {
+                StrategyError::ToolMissing {
+                    tool: self.program_name(),
+                    hint: if self.hint.is_empty() {
+                        "install it or add it to PATH".to_owned()
+                    } else {
+                        self.hint.clone()
+                    },
+                }
+            } else {
+                StrategyError::io("starting", PathBuf::from(&self.program), e)
+            }
+        })
+    }
+
+    /// Start a long-lived child whose standard input and output we talk to (a `psql` session
+    /// holding a transaction open). Killed with its process group when the session is dropped.
+    pub fn spawn_session(self) -> Result<ChildSession, StrategyError> {
+        let mut cmd = self.prepare();
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = self.spawn(&mut cmd)?;
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().map(|out| BufReader::new(out).lines());
+        Ok(ChildSession { program: self.program_name(), child, stdin, stdout })
+    }
+
+    /// Run to completion. On cancellation the whole process group is killed and
+    /// [`StrategyError::Cancelled`] returned; a non-zero exit is [`StrategyError::CommandFailed`].
+    pub async fn run(self, cancel: &CancellationToken) -> Result<ChildOutput, StrategyError> {
+        let program = self.program_name();
+        let mut cmd = self.prepare();
         if let Some(path) = &self.stdin {
             let file = std::fs::File::open(path).map_err(|e| StrategyError::io("opening", path, e))?;
             cmd.stdin(Stdio::from(file));
@@ -190,20 +224,7 @@ impl ChildCommand {
         };
         cmd.stderr(Stdio::piped());
 
-        let mut child = cmd.spawn().map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound && self.current_dir.as_ref().is_none_or(|d| d.is_dir()) {
-                StrategyError::ToolMissing {
-                    tool: program.clone(),
-                    hint: if self.hint.is_empty() {
-                        "install it or add it to PATH".to_owned()
-                    } else {
-                        self.hint.clone()
-                    },
-                }
-            } else {
-                StrategyError::io("starting", PathBuf::from(&self.program), e)
-            }
-        })?;
+        let mut child = self.spawn(&mut cmd)?;
         let pid = child.id();
 
         let stderr = child.stderr.take();
@@ -248,6 +269,75 @@ impl ChildCommand {
         } else {
             Err(StrategyError::CommandFailed { program, status: describe(status), stderr: stderr_tail })
         }
+    }
+}
+
+/// A running child we converse with line by line; its process group is killed on drop.
+pub struct ChildSession {
+    program: String,
+    child: tokio::process::Child,
+    stdin: Option<tokio::process::ChildStdin>,
+    stdout: Option<tokio::io::Lines<BufReader<tokio::process::ChildStdout>>>,
+}
+
+impl fmt::Debug for ChildSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChildSession").field("program", &self.program).field("pid", &self.child.id()).finish()
+    }
+}
+
+impl ChildSession {
+    /// Write `text` to the child's standard input.
+    pub async fn send(&mut self, text: &str) -> Result<(), StrategyError> {
+        use tokio::io::AsyncWriteExt;
+        let Some(stdin) = self.stdin.as_mut() else { return Err(self.gone("its input is closed")) };
+        let written = async {
+            stdin.write_all(text.as_bytes()).await?;
+            stdin.flush().await
+        };
+        written.await.map_err(|e| self.gone(&e.to_string()))
+    }
+
+    /// The next line of the child's standard output; an error if it ends first.
+    pub async fn read_line(&mut self) -> Result<String, StrategyError> {
+        let Some(lines) = self.stdout.as_mut() else { return Err(self.gone("its output is closed")) };
+        match lines.next_line().await {
+            Ok(Some(line)) => Ok(line),
+            Ok(None) => Err(self.failure().await),
+            Err(e) => Err(self.gone(&e.to_string())),
+        }
+    }
+
+    /// Close standard input and wait for a clean exit.
+    pub async fn finish(mut self) -> Result<(), StrategyError> {
+        drop(self.stdin.take());
+        let status = self.child.wait().await.map_err(|e| self.gone(&e.to_string()))?;
+        if status.success() { Ok(()) } else { Err(self.failure().await) }
+    }
+
+    async fn failure(&mut self) -> StrategyError {
+        let status = self.child.wait().await.map(describe).unwrap_or_else(|e| e.to_string());
+        let mut stderr = String::new();
+        if let Some(mut err) = self.child.stderr.take() {
+            let _ = err.read_to_string(&mut stderr).await;
+        }
+        let tail: Vec<&str> = stderr.lines().rev().take(STDERR_TAIL_LINES).collect();
+        let stderr = tail.into_iter().rev().collect::<Vec<_>>().join("\n");
+        StrategyError::CommandFailed { program: self.program.clone(), status, stderr }
+    }
+
+    fn gone(&self, why: &str) -> StrategyError {
+        StrategyError::CommandFailed {
+            program: self.program.clone(),
+            status: "ended early".to_owned(),
+            stderr: why.to_owned(),
+        }
+    }
+}
+
+impl Drop for ChildSession {
+    fn drop(&mut self) {
+        kill_group(self.child.id());
     }
 }
 

@@ -128,6 +128,7 @@ pub fn config(database: &str) -> PostgresConfig {
         jobs: 2,
         bin_dir: None,
         maintenance_database: "postgres".to_owned(),
+        dump_after_unlock: true,
     }
 }
 

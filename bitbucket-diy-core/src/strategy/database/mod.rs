@@ -41,6 +41,14 @@ impl DatabaseCapabilities {
     }
 }
 
+/// A dump whose consistent point was fixed while Bitbucket was drained, written after the unlock
+/// (see [`DatabaseStrategy::export_snapshot`]). Dropping it unfinished releases the snapshot.
+#[async_trait]
+pub trait DeferredDump: Send + Sync + fmt::Debug {
+    /// Write the dump of the state fixed earlier into the working folder.
+    async fn finish(self: Box<Self>, ctx: &StepContext) -> Result<StepReport, StrategyError>;
+}
+
 /// Backs up and restores Bitbucket's database.
 ///
 /// The orchestrator calls `prepare` while the instance runs, `backup` once both `db-state` and
@@ -66,6 +74,18 @@ pub trait DatabaseStrategy: Send + Sync + fmt::Debug {
 
     /// The consistent dump, while drained.
     async fn backup(&self, ctx: &StepContext, drained: &Drained) -> Result<StepReport, StrategyError>;
+
+    /// Fix the consistent point while drained and leave the dump itself for after the unlock,
+    /// shortening the lock window to the snapshot's export (PostgreSQL's `pg_export_snapshot()`
+    /// and `pg_dump --snapshot`). `Ok(None)`, the default, means this strategy dumps in
+    /// [`Self::backup`], inside the lock window; the orchestrator then calls `backup`.
+    async fn export_snapshot(
+        &self,
+        _ctx: &StepContext,
+        _drained: &Drained,
+    ) -> Result<Option<Box<dyn DeferredDump>>, StrategyError> {
+        Ok(None)
+    }
 
     /// Refuse a target that is not new or empty, before anything is extracted or written.
     async fn check_restore_target(&self, target: &DatabaseTarget) -> Result<(), StrategyError>;

@@ -18,6 +18,15 @@
 //! - The report's notes record `tool`, `pg_dump_version`, `server_version`, `format`, `jobs`,
 //!   `database` and `encoding` (used to create the restore target).
 //!
+//! # Dump after the unlock (`dump_after_unlock = true`, the default)
+//!
+//! While Bitbucket is drained, a `psql` session opens a `REPEATABLE READ` transaction and runs
+//! `SELECT pg_export_snapshot()`; that is all the lock window holds for the database. After the
+//! unlock, `pg_dump --snapshot=<id>` (and each of its parallel workers) dumps exactly that
+//! transaction's view while the session keeps it open, however much Bitbucket writes meanwhile.
+//! The dump therefore shows the database as it was while drained, the same instant as the home
+//! copy; `tests/consistency.rs` checks this under live writes.
+//!
 //! # Connection and password
 //!
 //! Host, port, user and database go in one quoted connection string, so no configured name can
@@ -60,8 +69,8 @@ use crate::strategy::database::client_files::{PrivateDir, pgpass_line};
 use crate::strategy::database::dump_slot::{DumpSlot, blocking, tree_size};
 use crate::strategy::database::tools::{missing_hint, tool_path};
 use crate::strategy::{
-    ChildCommand, DatabaseCapabilities, DatabaseStrategy, DatabaseTarget, RestoreContext, StepContext, StepReport,
-    StrategyError,
+    ChildCommand, ChildSession, DatabaseCapabilities, DatabaseStrategy, DatabaseTarget, DeferredDump, RestoreContext,
+    StepContext, StepReport, StrategyError,
 };
 
 const STRATEGY: &str = "postgresql";
@@ -93,7 +102,7 @@ const ARCHIVE_MAGIC: &[u8] = b"PGDMP";
 
 /// Dumps PostgreSQL with `pg_dump -Fd -j N` and restores with `pg_restore -j N` into a new
 /// database (see the [module documentation](self) for the exact arguments and why).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct PostgresDatabase {
     config: PostgresConfig,
     password: Option<SecretString>,
@@ -138,6 +147,24 @@ enum TargetState {
     /// The user relations found, as `kind schema.name`.
     NotEmpty(Vec<String>),
 }
+
+/// Opens the transaction whose snapshot the dump will use, prints the snapshot's id, then takes
+/// `ACCESS SHARE` on every table, as pg_dump itself does when it starts: ordinary writes go on,
+/// but DDL (which Bitbucket runs only when it upgrades) waits until the dump is written instead
+/// of making pg_dump fail on a table the snapshot still shows.
+const EXPORT_SNAPSHOT: &str = "SET lock_timeout = '30s';
+BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;
+SELECT pg_export_snapshot();
+DO $$
+DECLARE t record;
+BEGIN
+  FOR t IN SELECT format('%I.%I', schemaname, tablename) AS name FROM pg_tables
+           WHERE schemaname NOT IN ('pg_catalog', 'information_schema') LOOP
+    EXECUTE 'LOCK TABLE ' || t.name || ' IN ACCESS SHARE MODE';
+  END LOOP;
+END $$;
+SELECT 'locked';
+";
 
 /// The private folder and password file of one operation; removed when dropped.
 #[derive(Debug)]
@@ -367,61 +394,57 @@ impl DatabaseStrategy for PostgresDatabase {
     }
 
     async fn backup(&self, ctx: &StepContext, _drained: &Drained) -> Result<StepReport, StrategyError> {
-        let started = Instant::now();
-        let cancel = ctx.cancellation();
-        if cancel.is_cancelled() {
+        if ctx.is_cancelled() {
             return Err(StrategyError::Cancelled);
         }
         let session = self.session()?;
-        let version = self.tool_version(&session, "pg_dump", cancel).await?;
-        require_directory_format(&version)?;
-        let (server_version, encoding) = self.source_facts(&session, cancel).await?;
-        let jobs = if version.supports_parallel_dump() {
-            self.config.jobs
-        } else {
-            if self.config.jobs > 1 {
-                ctx.warn(format!("pg_dump {} cannot dump in parallel (needs 9.3); using one job", version.text));
-            }
-            1
-        };
-
-        let slot = DumpSlot::new(ctx.working());
-        slot.begin(false).await?;
-        let mut dump = self
-            .command(&session, "pg_dump")
-            .args(["--format=directory", "--no-password"])
-            .arg(format!("--file={}", slot.partial().display()));
-        if jobs > 1 {
-            dump = dump.arg(format!("--jobs={jobs}"));
-        }
-        let dumped = dump.arg("--dbname").arg(self.conninfo(&self.config.database)).run(cancel).await;
-        if let Err(e) = dumped {
-            slot.discard().await;
-            return Err(e);
-        }
-        let size = match slot.commit().await {
-            Ok(size) => size,
-            Err(e) => {
-                slot.discard().await;
-                return Err(e);
-            }
-        };
-        ctx.progress(Phase::BackupDatabase, size.bytes, Some(size.bytes), Unit::Bytes);
-
-        let mut report =
-            StepReport { bytes: size.bytes, files: size.files, elapsed: started.elapsed(), ..Default::default() }
-                .note("tool", "pg_dump")
-                .note("pg_dump_version", version.text)
-                .note("server_version", server_version)
-                .note("format", "directory")
-                .note("jobs", jobs.to_string())
-                .note("database", self.config.database.clone());
-        if !encoding.is_empty() {
-            report = report.note("encoding", encoding);
-        }
-        Ok(report)
+        self.dump(ctx, &session, None).await
     }
 
+    async fn export_snapshot(
+        &self,
+        ctx: &StepContext,
+        _drained: &Drained,
+    ) -> Result<Option<Box<dyn DeferredDump>>, StrategyError> {
+        if !self.config.dump_after_unlock {
+            return Ok(None);
+        }
+        let session = self.session()?;
+        let mut psql = self
+            .command(&session, "psql")
+            .args(["--no-psqlrc", "--quiet", "--no-align", "--tuples-only", "--no-password"])
+            .args(["--set", "ON_ERROR_STOP=1"])
+            .arg("--dbname")
+            .arg(self.conninfo(&self.config.database))
+            .spawn_session()?;
+        let export = async {
+            psql.send(EXPORT_SNAPSHOT).await?;
+            let snapshot = psql.read_line().await?;
+            let locked = psql.read_line().await?;
+            Ok::<_, StrategyError>((snapshot, locked))
+        };
+        let (snapshot, locked) = tokio::select! {
+            lines = export => lines?,
+            () = ctx.cancellation().cancelled() => return Err(StrategyError::Cancelled),
+        };
+        let snapshot = snapshot.trim().to_owned();
+        if locked.trim() != "locked" {
+            return Err(StrategyError::CommandFailed {
+                program: "psql".to_owned(),
+                status: "unexpected answer".to_owned(),
+                stderr: format!("expected `locked` after locking the tables, got `{}`", locked.trim()),
+            });
+        }
+        // An id like `00000003-0000001B-1`; anything else is not something to pass to pg_dump.
+        if snapshot.is_empty() || !snapshot.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            return Err(StrategyError::CommandFailed {
+                program: "psql".to_owned(),
+                status: "unexpected answer".to_owned(),
+                stderr: format!("pg_export_snapshot() returned `{snapshot}`"),
+            });
+        }
+        Ok(Some(Box::new(ExportedSnapshot { strategy: self.clone(), session, psql, snapshot })))
+    }
     async fn check_restore_target(&self, target: &DatabaseTarget) -> Result<(), StrategyError> {
         self.check_target_name(&target.database)?;
         let session = self.session()?;
@@ -507,6 +530,90 @@ impl DatabaseStrategy for PostgresDatabase {
             .note("jobs", self.config.jobs.to_string())
             .note("database", target.database.clone())
             .note("created", created.to_string()))
+    }
+}
+
+impl PostgresDatabase {
+    /// `pg_dump` into the dump slot; from `snapshot` when one was exported while drained.
+    async fn dump(
+        &self,
+        ctx: &StepContext,
+        session: &Session,
+        snapshot: Option<&str>,
+    ) -> Result<StepReport, StrategyError> {
+        let started = Instant::now();
+        let cancel = ctx.cancellation();
+        let version = self.tool_version(session, "pg_dump", cancel).await?;
+        require_directory_format(&version)?;
+        let (server_version, encoding) = self.source_facts(session, cancel).await?;
+        let jobs = if version.supports_parallel_dump() {
+            self.config.jobs
+        } else {
+            if self.config.jobs > 1 {
+                ctx.warn(format!("pg_dump {} cannot dump in parallel (needs 9.3); using one job", version.text));
+            }
+            1
+        };
+
+        let slot = DumpSlot::new(ctx.working());
+        slot.begin(false).await?;
+        let mut dump = self
+            .command(session, "pg_dump")
+            .args(["--format=directory", "--no-password"])
+            .arg(format!("--file={}", slot.partial().display()));
+        if jobs > 1 {
+            dump = dump.arg(format!("--jobs={jobs}"));
+        }
+        if let Some(snapshot) = snapshot {
+            dump = dump.arg(format!("--snapshot={snapshot}"));
+        }
+        let dumped = dump.arg("--dbname").arg(self.conninfo(&self.config.database)).run(cancel).await;
+        if let Err(e) = dumped {
+            slot.discard().await;
+            return Err(e);
+        }
+        let size = match slot.commit().await {
+            Ok(size) => size,
+            Err(e) => {
+                slot.discard().await;
+                return Err(e);
+            }
+        };
+        ctx.progress(Phase::BackupDatabase, size.bytes, Some(size.bytes), Unit::Bytes);
+
+        let mut report =
+            StepReport { bytes: size.bytes, files: size.files, elapsed: started.elapsed(), ..Default::default() }
+                .note("tool", "pg_dump")
+                .note("pg_dump_version", version.text)
+                .note("server_version", server_version)
+                .note("format", "directory")
+                .note("jobs", jobs.to_string())
+                .note("database", self.config.database.clone());
+        if !encoding.is_empty() {
+            report = report.note("encoding", encoding);
+        }
+        Ok(report)
+    }
+}
+
+/// A snapshot exported while drained, held open by its `psql` session until the dump is written.
+#[derive(Debug)]
+struct ExportedSnapshot {
+    strategy: PostgresDatabase,
+    session: Session,
+    psql: ChildSession,
+    snapshot: String,
+}
+
+#[async_trait]
+impl DeferredDump for ExportedSnapshot {
+    async fn finish(mut self: Box<Self>, ctx: &StepContext) -> Result<StepReport, StrategyError> {
+        let report = self.strategy.dump(ctx, &self.session, Some(&self.snapshot)).await?;
+        // The dump holds the snapshot's view; ending the transaction releases it on the server.
+        self.psql.send("COMMIT;\n").await?;
+        let ExportedSnapshot { psql, .. } = *self;
+        psql.finish().await?;
+        Ok(report.note("snapshot", "exported while drained; dumped after the unlock"))
     }
 }
 
