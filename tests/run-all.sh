@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/ensure-test-services.sh
+bash tests/ensure-services.sh
 
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 echo "== cargo test --workspace"

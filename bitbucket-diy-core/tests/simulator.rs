@@ -540,3 +540,20 @@ async fn defaults_match_the_documented_ones() {
     assert_eq!(sim.url().host_str(), Some("127.0.0.1"));
     assert_ne!(sim.url().port(), Some(0));
 }
+
+#[tokio::test]
+async fn event_log_is_readable_over_http_without_tokens() {
+    let sim = start(fast_config().with_context_path("/bitbucket")).await;
+    let raw = Raw::new(&sim);
+    let unlock = raw.lock().await;
+    assert_eq!(raw.unlock(&unlock).await.status, StatusCode::ACCEPTED);
+    let url = format!("{}{}", sim.url(), bitbucket_diy_core::simulator::EVENTS_PATH);
+    let body = reqwest::get(&url).await.unwrap().text().await.unwrap();
+    assert!(!body.contains(&unlock), "the event log never carries a token");
+    let json: Value = serde_json::from_str(&body).unwrap();
+    let window = json["lock_window_seconds"].as_f64().expect("a lock window after lock and unlock");
+    assert!((window - sim.lock_window().unwrap().as_secs_f64()).abs() < 1e-6);
+    let events = json["events"].as_array().unwrap();
+    assert_eq!(events.len(), sim.events().len());
+    assert!(body.contains("unlocked"), "{body}");
+}

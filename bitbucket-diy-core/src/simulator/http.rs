@@ -220,6 +220,11 @@ fn build_number(version: &str) -> String {
     (major * 1_000_000 + minor * 1_000 + patch).to_string()
 }
 
+/// Path (below the context path) of the simulator's own event log. Not part of Bitbucket's API:
+/// it lets a rehearsal or a benchmark read what the simulator saw (lock window, progress) from
+/// another process. It carries no token and is not counted, logged or subject to faults.
+pub const EVENTS_PATH: &str = "/_simulator/events";
+
 /// Every request lands here.
 pub(crate) async fn handle(
     State(shared): State<Arc<Shared>>,
@@ -228,6 +233,11 @@ pub(crate) async fn handle(
 ) -> Response {
     let method = request.method().as_str().to_owned();
     let path = request.uri().path().to_owned();
+    if request.method() == Method::GET && path.strip_prefix(shared.context_path.as_str()) == Some(EVENTS_PATH) {
+        let (events, lock_window) = shared.with_world(|w| (w.machine.events(), w.machine.lock_window()));
+        let body = json!({ "events": events, "lock_window_seconds": lock_window.map(|d| d.as_secs_f64()) });
+        return Json(body).into_response();
+    }
     let route = route(&shared.context_path, request.method(), &path);
     let endpoint = match route {
         Route::Endpoint(e) => Some(e),

@@ -49,6 +49,7 @@ use url::Url;
 pub use config::{SimUser, SimulatorConfig};
 pub use events::{SimEvent, SimEventKind, SimState};
 pub use fault_spec::FaultSpecError;
+pub use http::EVENTS_PATH;
 pub use faults::{Endpoint, Fault};
 
 use conn::{ConnectionSwitch, CuttableListener};

@@ -5,7 +5,7 @@
 # Installs (apt-get) and starts what is missing when run as root; otherwise says what to do.
 set -euo pipefail
 
-log() { printf '[ensure-test-services] %s\n' "$*" >&2; }
+log() { printf '[ensure-services] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null 2>&1; then sudo "$@"; else
