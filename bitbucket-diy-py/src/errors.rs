@@ -108,9 +108,10 @@ pub(crate) fn error_of_kind(py: Python<'_>, kind: ErrorKind, message: &str) -> P
     build(py, class_for(kind), message, kind, false, None).unwrap_or_else(|e| e)
 }
 
-/// A `CancelledError`, for strategies stopped by their context.
-pub(crate) fn cancelled_class(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
-    errors_module(py)?.getattr("CancelledError")
+/// A class of `bitbucket_diy.errors`, e.g. `CancelledError` for strategies stopped by their
+/// context.
+pub(crate) fn error_class<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+    errors_module(py)?.getattr(name)
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
 use crate::convert::{path_repr, py_repr, to_py_data};
-use crate::errors::{cancelled_class, config_err};
+use crate::errors::{config_err, error_class};
 
 /// A Python object implementing a strategy protocol, and the name it goes by in manifests.
 #[derive(Debug, Clone)]
@@ -70,9 +70,11 @@ impl PyStrategy {
         &self,
         method: &'static str,
         optional: bool,
+        restore_target: Option<String>,
         args: impl for<'py> FnOnce(Python<'py>) -> PyResult<Bound<'py, PyTuple>> + Send + 'static,
     ) -> Result<Option<Py<PyAny>>, StrategyError> {
         let (object, name) = (self.object.clone(), self.name.clone());
+        let target = restore_target;
         let outcome = tokio::task::spawn_blocking(move || {
             Python::attach(|py| {
                 let object = object.bind(py);
@@ -82,7 +84,7 @@ impl PyStrategy {
                     }
                     Ok(Some(object.call_method1(method, args(py)?)?.unbind()))
                 })();
-                called.map_err(|raised| python_failure(py, &name, method, &raised))
+                called.map_err(|raised| python_failure(py, &name, method, &raised, target.as_deref()))
             })
         })
         .await;
@@ -99,7 +101,7 @@ impl PyStrategy {
         args: impl for<'py> FnOnce(Python<'py>) -> PyResult<Bound<'py, PyTuple>> + Send + 'static,
     ) -> Result<StepReport, StrategyError> {
         let start = Instant::now();
-        let returned = self.call(method, false, args).await?;
+        let returned = self.call(method, false, None, args).await?;
         let mut report =
             Python::attach(|py| step_report(py, returned.as_ref().map(|r| r.bind(py)))).map_err(|reason| {
                 StrategyError::Custom { strategy: self.name.clone(), message: format!("{method}() {reason}") }
@@ -109,11 +111,21 @@ impl PyStrategy {
     }
 }
 
-/// A Python exception as a strategy error: `CancelledError` means cancelled, anything else keeps
-/// its traceback in the message.
-fn python_failure(py: Python<'_>, name: &str, method: &str, raised: &PyErr) -> StrategyError {
-    if cancelled_class(py).is_ok_and(|class| raised.value(py).is_instance(&class).unwrap_or(false)) {
+/// A Python exception as a strategy error: `CancelledError` means cancelled, `RestoreTargetError`
+/// from `check_restore_target` a refused target; anything else keeps its traceback in the message.
+fn python_failure(py: Python<'_>, name: &str, method: &str, raised: &PyErr, target: Option<&str>) -> StrategyError {
+    let is = |class: &str| error_class(py, class).is_ok_and(|c| raised.value(py).is_instance(&c).unwrap_or(false));
+    if is("CancelledError") {
         return StrategyError::Cancelled;
+    }
+    if let Some(target) = target
+        && is("RestoreTargetError")
+    {
+        let message = raised.value(py).to_string();
+        // `ensure_empty_target` already words it as the core does; keep the detail only.
+        let prefix = format!("restore target {target} is not empty: ");
+        let detail = message.strip_prefix(&prefix).unwrap_or(&message).to_owned();
+        return StrategyError::TargetNotEmpty { target: target.to_owned(), detail };
     }
     let traceback = py
         .import("traceback")
@@ -213,12 +225,12 @@ impl core_strategy::DatabaseStrategy for PyDatabaseStrategy {
     }
 
     async fn check(&self) -> Result<(), StrategyError> {
-        self.inner.call("check", true, no_args()).await.map(drop)
+        self.inner.call("check", true, None, no_args()).await.map(drop)
     }
 
     async fn prepare(&self, ctx: &core_strategy::StepContext) -> Result<(), StrategyError> {
         let ctx = StepContext::new(ctx, Phase::PrepareDatabase);
-        self.inner.call("prepare", true, with_one(ctx)).await.map(drop)
+        self.inner.call("prepare", true, None, with_one(ctx)).await.map(drop)
     }
 
     async fn backup(&self, ctx: &core_strategy::StepContext, _drained: &Drained) -> Result<StepReport, StrategyError> {
@@ -226,8 +238,9 @@ impl core_strategy::DatabaseStrategy for PyDatabaseStrategy {
     }
 
     async fn check_restore_target(&self, target: &core_strategy::DatabaseTarget) -> Result<(), StrategyError> {
+        let name = target.database.clone();
         let target = DatabaseTarget { database: target.database.clone() };
-        self.inner.call("check_restore_target", true, with_one(target)).await.map(drop)
+        self.inner.call("check_restore_target", true, Some(name), with_one(target)).await.map(drop)
     }
 
     async fn restore(
@@ -268,12 +281,12 @@ impl core_strategy::FilesystemStrategy for PyFilesystemStrategy {
     }
 
     async fn check(&self) -> Result<(), StrategyError> {
-        self.inner.call("check", true, no_args()).await.map(drop)
+        self.inner.call("check", true, None, no_args()).await.map(drop)
     }
 
     async fn prepare(&self, ctx: &core_strategy::StepContext) -> Result<(), StrategyError> {
         let ctx = StepContext::new(ctx, Phase::PrepareFilesystem);
-        self.inner.call("prepare", true, with_one(ctx)).await.map(drop)
+        self.inner.call("prepare", true, None, with_one(ctx)).await.map(drop)
     }
 
     async fn backup(&self, ctx: &core_strategy::StepContext, _drained: &Drained) -> Result<StepReport, StrategyError> {
@@ -293,7 +306,8 @@ impl core_strategy::FilesystemStrategy for PyFilesystemStrategy {
             .await
             .map_err(|e| StrategyError::Custom { strategy: self.inner.name.clone(), message: e.to_string() })?;
         }
-        self.inner.call("check_restore_target", true, with_one(HomeTarget::from(target))).await.map(drop)
+        let name = target.home.display().to_string();
+        self.inner.call("check_restore_target", true, Some(name), with_one(HomeTarget::from(target))).await.map(drop)
     }
 
     async fn restore(
@@ -409,7 +423,7 @@ impl StepContext {
 
 fn raise_if(py: Python<'_>, cancelled: bool) -> PyResult<()> {
     if cancelled {
-        let class = cancelled_class(py)?;
+        let class = error_class(py, "CancelledError")?;
         return Err(PyErr::from_value(class.call0()?));
     }
     Ok(())
@@ -552,5 +566,5 @@ impl HomeTarget {
 #[pyfunction]
 pub(crate) fn ensure_empty_target(py: Python<'_>, folder: PathBuf) -> PyResult<()> {
     py.detach(|| core_strategy::filesystem::ensure_empty_target(&folder))
-        .map_err(|e| crate::errors::to_py_err(py, &bitbucket_diy_core::Error::Filesystem(e)))
+        .map_err(|e| crate::errors::error_of_kind(py, e.kind(), &e.to_string()))
 }
