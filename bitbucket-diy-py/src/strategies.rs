@@ -127,13 +127,22 @@ fn python_failure(py: Python<'_>, name: &str, method: &str, raised: &PyErr, targ
         let detail = message.strip_prefix(&prefix).unwrap_or(&message).to_owned();
         return StrategyError::TargetNotEmpty { target: target.to_owned(), detail };
     }
-    let traceback = py
-        .import("traceback")
-        .and_then(|tb| tb.call_method1("format_exception", (raised.value(py),)))
-        .and_then(|lines| lines.extract::<Vec<String>>())
-        .map(|lines| lines.concat())
-        .unwrap_or_else(|_| raised.to_string());
-    StrategyError::Custom { strategy: name.to_owned(), message: format!("{method}() raised {}", traceback.trim_end()) }
+    let value = raised.value(py);
+    let format = |function: &str, args: Bound<'_, PyTuple>| -> Option<String> {
+        let lines = py.import("traceback").ok()?.call_method1(function, args).ok()?;
+        Some(lines.extract::<Vec<String>>().ok()?.concat().trim_end().to_owned())
+    };
+    // The exception first (what a log line shows), then the traceback (where it happened).
+    let summary = PyTuple::new(py, [value.get_type().into_any(), value.clone().into_any()])
+        .ok()
+        .and_then(|args| format("format_exception_only", args))
+        .unwrap_or_else(|| raised.to_string());
+    let traceback = raised
+        .traceback(py)
+        .and_then(|tb| PyTuple::new(py, [tb]).ok())
+        .and_then(|args| format("format_tb", args))
+        .map_or_else(String::new, |tb| format!("\nTraceback (most recent call last):\n{tb}"));
+    StrategyError::Custom { strategy: name.to_owned(), message: format!("{method}() raised {summary}{traceback}") }
 }
 
 /// A step's return value: `None`, or a dict with `bytes`, `files`, `unchanged`, `removed` (ints)
