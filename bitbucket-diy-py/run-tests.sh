@@ -41,7 +41,7 @@ log "pytest"
 # The examples of docs/python.md are tested too (tests/test_docs.py extracts them).
 "$python" -m pytest bitbucket-diy-py/tests -q -p no:cacheprovider
 
-log "mypy --strict on the typed usage example (checks the stubs)"
-"$python" -m mypy --strict --no-incremental bitbucket-diy-py/tests/typing_example.py
+log "mypy --strict on the package and a typed usage example (checks the stubs)"
+"$python" -m mypy --strict --no-incremental bitbucket-diy-py/python/bitbucket_diy bitbucket-diy-py/tests/typing_example.py
 
 log "done in $(( $(date +%s) - start ))s"

@@ -90,7 +90,7 @@ class MaintenanceLock:
         exc_type: type[BaseException] | None,
         exc_value: BaseException | None,
         traceback: TracebackType | None,
-    ) -> bool: ...
+    ) -> Literal[False]: ...
 
 @final
 class BackupTask:
@@ -191,7 +191,7 @@ class Simulator:
         exc_type: type[BaseException] | None,
         exc_value: BaseException | None,
         traceback: TracebackType | None,
-    ) -> bool: ...
+    ) -> Literal[False]: ...
 
 def sample_home(path: StrPath, preset: Literal["tiny", "demo"] = "tiny", *, total_bytes: int | None = None) -> Path:
     """Generate a sample Bitbucket home of real git repositories."""
