@@ -22,6 +22,12 @@ const CONTEXT_UNLOCK_ATTEMPTS: u32 = 3;
 
 /// A client of Bitbucket's maintenance and backup REST API.
 ///
+/// ``MaintenanceClient(url, user, password)`` talks to the instance at `url` (context path
+/// included) as `user`, a system administrator. Optional keyword arguments: `connect_timeout`
+/// (default 10 s) and `request_timeout` (60 s), in seconds or as `timedelta`s; `ca_cert`, a PEM
+/// file of an extra CA to trust; `insecure_skip_tls_verify`; `retries`, the attempts (first
+/// included) of retried calls (default 4). A bad URL raises `ConfigError`.
+///
 /// Every method blocks until Bitbucket answers, without holding the GIL (other Python threads
 /// keep running), and raises a subclass of `bitbucket_diy.BitbucketDiyError` on failure.
 /// Idempotent reads and progress reports are retried on transient failures; `lock` and
@@ -43,9 +49,7 @@ pub(crate) struct MaintenanceClient {
 
 #[pymethods]
 impl MaintenanceClient {
-    /// A client for the instance at `url` (context path included), authenticating as `user`, a
-    /// system administrator. Timeouts are seconds or `timedelta`s. `ca_cert` is an extra PEM CA
-    /// certificate to trust; `retries` the attempts (first included) of retried calls.
+    /// See the class documentation.
     #[new]
     #[pyo3(signature = (url, user, password, *, connect_timeout = None, request_timeout = None, ca_cert = None, insecure_skip_tls_verify = false, retries = 4))]
     #[allow(clippy::too_many_arguments)]

@@ -17,6 +17,12 @@ use crate::runtime::wait_short;
 /// A simulated Bitbucket serving the maintenance and backup API on ``127.0.0.1`` (a free port),
 /// with fault injection, to rehearse scripts and test strategies without a real instance.
 ///
+/// ``Simulator(*, user="admin", password="admin", context_path="", version="8.19.0",
+/// drain_delay=0.2, faults=(), non_admin_users=None)``: `user`/`password` are the system
+/// administrator's; `non_admin_users` maps names to passwords of users whose calls get 403;
+/// `drain_delay` (seconds or `timedelta`) is how long draining takes; `faults` are active from
+/// the start.
+///
 /// It starts when created and stops at the end of its ``with`` block (or on `close()`)::
 ///
 ///     with bitbucket_diy.Simulator(drain_delay=0.1, faults=["never-drain"]) as sim:
@@ -54,9 +60,7 @@ fn parse_fault(py: Python<'_>, spec: &str) -> PyResult<Fault> {
 
 #[pymethods]
 impl Simulator {
-    /// Start a simulator. `user`/`password` are the system administrator's; `non_admin_users`
-    /// maps names to passwords of users whose calls get 403. `drain_delay` (seconds or
-    /// `timedelta`) is how long draining takes; `faults` are active from the start.
+    /// See the class documentation.
     #[new]
     #[pyo3(signature = (*, user = "admin", password = "admin", context_path = "", version = "8.19.0", drain_delay = None, faults = Vec::new(), non_admin_users = None))]
     #[allow(clippy::too_many_arguments)]

@@ -225,3 +225,17 @@ def _check_reprs(sim: Simulator) -> None:
         assert state["unlock_token"] not in shown and state["cancel_token"] not in shown
         assert state["unlock_token"] in lock.unlock_command()
         assert sim.password not in repr(client)
+
+
+def test_a_lock_garbage_collected_unreleased_is_unlocked_best_effort(sim: Simulator) -> None:
+    import gc
+    import time
+
+    lock = sim.client().lock()
+    assert sim.is_locked
+    del lock
+    gc.collect()
+    deadline = time.monotonic() + 10
+    while sim.is_locked and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not sim.is_locked
