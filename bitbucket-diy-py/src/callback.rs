@@ -76,12 +76,13 @@ impl PyCallback {
         if self.failure.lock().map_or(true, |f| f.is_some()) {
             return;
         }
-        let outcome = Python::attach(|py| -> PyResult<()> {
+        // None: the interpreter is shutting down; there is nobody left to tell.
+        let outcome = Python::try_attach(|py| -> PyResult<()> {
             let argument = make_argument(py)?;
             self.callable.bind(py).call1((argument,))?;
             Ok(())
         });
-        if let Err(raised) = outcome {
+        if let Some(Err(raised)) = outcome {
             if let Ok(mut failure) = self.failure.lock() {
                 failure.get_or_insert(raised);
             }

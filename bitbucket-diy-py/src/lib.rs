@@ -9,6 +9,7 @@ mod callback;
 mod client;
 mod convert;
 mod errors;
+mod logging;
 mod orchestrator;
 mod reports;
 mod runtime;
@@ -53,6 +54,7 @@ fn sample_home(py: Python<'_>, path: PathBuf, preset: &str, total_bytes: Option<
 
 #[pymodule(gil_used = false)]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    logging::install();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<client::MaintenanceClient>()?;
     m.add_class::<client::MaintenanceLock>()?;

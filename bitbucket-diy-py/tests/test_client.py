@@ -239,3 +239,34 @@ def test_a_lock_garbage_collected_unreleased_is_unlocked_best_effort(sim: Simula
     while sim.is_locked and time.monotonic() < deadline:
         time.sleep(0.02)
     assert not sim.is_locked
+
+
+def test_core_logs_reach_python_logging(sim: Simulator, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("INFO", logger="bitbucket_diy"):
+        MaintenanceClient(sim.url, sim.user, sim.password, insecure_skip_tls_verify=True)
+        with sim.client().lock():
+            pass
+    messages = [r.getMessage() for r in caplog.records if r.name == "bitbucket_diy"]
+    assert any("TLS certificate verification is OFF" in m for m in messages), messages
+    assert any("Bitbucket locked for maintenance" in m for m in messages), messages
+    assert sim.password not in " ".join(messages)
+
+
+def test_a_lost_lock_whose_unlock_fails_logs_the_manual_command(sim: Simulator, caplog: pytest.LogCaptureFixture) -> None:
+    import gc
+    import time
+
+    lock = sim.client().lock()
+    token = sim.state()["unlock_token"]
+    sim.add_fault("reject-unlock:100")
+    with caplog.at_level("ERROR", logger="bitbucket_diy"):
+        del lock
+        gc.collect()
+        deadline = time.monotonic() + 10
+        while not any("STILL LOCKED" in r.getMessage() for r in caplog.records) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    [record] = [r for r in caplog.records if "STILL LOCKED" in r.getMessage()]
+    assert record.levelname == "ERROR" and token in record.getMessage()
+    assert sim.is_locked
+    sim.clear_faults()
+    sim.client().unlock(token)
