@@ -270,3 +270,15 @@ def test_a_lost_lock_whose_unlock_fails_logs_the_manual_command(sim: Simulator, 
     assert sim.is_locked
     sim.clear_faults()
     sim.client().unlock(token)
+
+
+def test_ctrl_c_while_locking_gives_the_lock_back(sim: Simulator) -> None:
+    sim.add_fault("slow:1s:lock")
+    timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        sim.client().lock()
+    timer.join()
+    kinds = [e["event"] for e in sim.events() if e["event"] != "request"]
+    assert kinds == ["locked", "unlocked"]
+    assert not sim.is_locked
