@@ -305,6 +305,15 @@ impl MaintenanceLock {
                     };
                 }
                 Err((back, error)) => {
+                    if matches!(error, ClientError::InvalidToken { .. }) && !self.still_in_maintenance(py)? {
+                        // As the orchestrator does: a rejected token after a manual unlock.
+                        let window = back.locked_at().elapsed();
+                        drop(back.into_token());
+                        if let Ok(mut slot) = self.lock_window.lock() {
+                            *slot = Some(window);
+                        }
+                        return interrupted.map_or(Ok(window), Err);
+                    }
                     let retry = attempt < attempts && error.is_retryable();
                     if !retry {
                         let command = back.unlock_command();
@@ -320,6 +329,15 @@ impl MaintenanceLock {
             }
         }
         Err(PyRuntimeError::new_err("internal error: unlock attempts exhausted without an outcome"))
+    }
+}
+
+impl MaintenanceLock {
+    /// Whether `/status` says the instance is in maintenance mode (or cannot say).
+    fn still_in_maintenance(&self, py: Python<'_>) -> PyResult<bool> {
+        let client = self.client.clone();
+        let status = wait_short(py, async move { client.status().await })?;
+        Ok(status.map_or(true, |s| s.state == core_client::InstanceState::Maintenance))
     }
 }
 
@@ -357,7 +375,8 @@ impl MaintenanceLock {
 
     /// Unlock (one attempt). Returns the lock window (from the lock request to now). Raises
     /// `LeftLockedError`, with the manual command, if Bitbucket refuses; the lock stays held so
-    /// `release()` can be called again.
+    /// `release()` can be called again. A rejected token while ``/status`` shows the instance
+    /// out of maintenance (someone unlocked by hand) counts as released.
     fn release(&self, py: Python<'_>) -> PyResult<Duration> {
         self.release_inner(py, 1)
     }

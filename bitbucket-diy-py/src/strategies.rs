@@ -102,10 +102,9 @@ impl PyStrategy {
     ) -> Result<StepReport, StrategyError> {
         let start = Instant::now();
         let returned = self.call(method, false, None, args).await?;
-        let mut report =
-            Python::attach(|py| step_report(py, returned.as_ref().map(|r| r.bind(py)))).map_err(|reason| {
-                StrategyError::Custom { strategy: self.name.clone(), message: format!("{method}() {reason}") }
-            })?;
+        let mut report = Python::attach(|py| step_report(returned.as_ref().map(|r| r.bind(py)))).map_err(|reason| {
+            StrategyError::Custom { strategy: self.name.clone(), message: format!("{method}() {reason}") }
+        })?;
         report.elapsed = start.elapsed();
         Ok(report)
     }
@@ -147,7 +146,7 @@ fn python_failure(py: Python<'_>, name: &str, method: &str, raised: &PyErr, targ
 
 /// A step's return value: `None`, or a dict with `bytes`, `files`, `unchanged`, `removed` (ints)
 /// and `notes` (str to str).
-fn step_report(py: Python<'_>, returned: Option<&Bound<'_, PyAny>>) -> Result<StepReport, String> {
+fn step_report(returned: Option<&Bound<'_, PyAny>>) -> Result<StepReport, String> {
     let mut report = StepReport::default();
     let Some(value) = returned.filter(|v| !v.is_none()) else { return Ok(report) };
     let dict = value.cast::<PyDict>().map_err(|_| format!("must return None or a dict, not {}", type_name(value)))?;
@@ -170,7 +169,6 @@ fn step_report(py: Python<'_>, returned: Option<&Bound<'_, PyAny>>) -> Result<St
             }
         }
     }
-    let _ = py;
     Ok(report)
 }
 
