@@ -700,9 +700,19 @@ impl BackupConfig {
     }
 
     /// Parse a JSON object of the same shape (Python dicts arrive this way). No overrides.
+    /// Errors name the dotted key (`backup.poll_interval: unknown field …`); the JSON's line and
+    /// column are left out, as the caller never saw that text.
     pub fn from_json_str(json: &str) -> Result<LoadedConfig, ConfigError> {
-        let config: BackupConfig = serde_json::from_str(json)
-            .map_err(|e| ConfigError::Parse { origin: "configuration".to_owned(), message: e.to_string() })?;
+        let deserializer = &mut serde_json::Deserializer::from_str(json);
+        let config: BackupConfig = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let inner = e.inner();
+            let position = format!(" at line {} column {}", inner.line(), inner.column());
+            let text = inner.to_string();
+            let message = text.strip_suffix(&position).unwrap_or(&text);
+            let path = e.path().to_string();
+            let message = if path == "." { message.to_owned() } else { format!("`{path}`: {message}") };
+            ConfigError::Parse { origin: "configuration".to_owned(), message }
+        })?;
         config.validate()?;
         Ok(LoadedConfig { config, path: None, warnings: Vec::new() })
     }
@@ -1021,5 +1031,8 @@ drain_timeout = "5m"
         assert!(matches!(c.database, DatabaseConfig::None));
         let err = BackupConfig::from_json_str(r#"{"bitbucket":{}}"#).unwrap_err().to_string();
         assert!(err.contains("url"), "{err}");
+        let typo = json.replace("\"keep\"", "\"kepp\"").replace(r#""type":"none""#, r#""type":"none","kepp":1"#);
+        let err = BackupConfig::from_json_str(&typo).unwrap_err().to_string();
+        assert!(err.contains("`archive.kepp`: unknown field `kepp`") && !err.contains("line 1"), "{err}");
     }
 }

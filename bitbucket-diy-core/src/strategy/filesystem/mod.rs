@@ -24,6 +24,7 @@ pub use git_locks::remove_stale_git_locks;
 pub(crate) use jobs::{CopyJob, copy_jobs, validate_copy_config};
 pub use native::NativeCopy;
 pub use rsync::RsyncCopy;
+pub use target::ensure_empty_target;
 
 /// What a filesystem strategy can promise. All false by default.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use crate::strategy::{HomeTarget, RestoreContext, StrategyError};
 
 /// Refuse `path` when it exists and is a file, or a folder with anything in it (dotfiles count:
-/// the reference scripts ignored them and restored over `.bash_history` and worse).
-pub(crate) fn ensure_empty_target(path: &Path) -> Result<(), StrategyError> {
+/// the reference scripts ignored them and restored over `.bash_history` and worse). Public so
+/// strategies defined outside the crate (in Python, say) refuse targets the same way.
+pub fn ensure_empty_target(path: &Path) -> Result<(), StrategyError> {
     let meta = match std::fs::metadata(path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
