@@ -16,6 +16,9 @@ use url::Url;
 
 use crate::serde_duration::friendly;
 
+mod example;
+pub use example::EXAMPLE_CONFIG;
+
 /// Prefix of every environment variable that overrides a key: `BITBUCKET_DIY_<SECTION>_<KEY>`,
 /// e.g. `BITBUCKET_DIY_BITBUCKET_URL` or `BITBUCKET_DIY_DATABASE_PASSWORD`.
 pub const ENV_PREFIX: &str = "BITBUCKET_DIY_";
