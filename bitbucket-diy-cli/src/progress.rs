@@ -19,6 +19,8 @@ const LONG_PHASE: Duration = Duration::from_secs(1);
 /// What the run went through so far, for the messages around a cancellation.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Seen {
+    /// The lock was requested (it may be held before its answer arrives).
+    pub locking: bool,
     /// The instance was locked by this run.
     pub locked: bool,
     /// …and unlocked again.
@@ -191,6 +193,9 @@ impl Renderer {
 impl EventSink for Renderer {
     fn emit(&self, event: &Event) {
         match event {
+            Event::PhaseStarted { phase: Phase::Lock } => {
+                self.with_state(|s| s.seen.locking = true);
+            }
             Event::Locked { .. } => {
                 self.with_state(|s| s.seen.locked = true);
             }

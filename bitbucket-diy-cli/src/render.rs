@@ -65,10 +65,11 @@ pub fn phase(phase: Phase) -> &'static str {
 /// What a step did: `1234 files, 12.0 MiB, 56 unchanged`, or its note when it copied nothing
 /// itself (a database inside the home).
 pub fn step(report: &bitbucket_diy_core::strategy::StepReport) -> String {
-    if report.files == 0 && report.bytes == 0 {
-        if let Some(note) = report.notes.values().next() {
-            return note.clone();
-        }
+    if report.files == 0
+        && report.bytes == 0
+        && let Some(note) = report.notes.values().next()
+    {
+        return note.clone();
     }
     let mut text = format!("{} files, {}", report.files, bytes(report.bytes));
     if report.unchanged > 0 {

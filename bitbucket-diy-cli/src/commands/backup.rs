@@ -22,7 +22,7 @@ pub async fn run(global: &GlobalArgs, ui: &Arc<Ui>, args: &BackupArgs) -> Result
         let renderer = renderer.clone();
         cancel_on_signals(ui.clone(), move |n| {
             let seen = renderer.seen();
-            match (n, seen.locked && !seen.unlocked) {
+            match (n, seen.locking && !seen.unlocked) {
                 (1, true) => "Cancelling: stopping the copy and unlocking Bitbucket…".to_owned(),
                 (1, false) => "Cancelling: stopping the backup (Bitbucket is not locked)…".to_owned(),
                 (_, true) => "Still unlocking Bitbucket: waiting so that it is not left locked…".to_owned(),

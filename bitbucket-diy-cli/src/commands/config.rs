@@ -41,8 +41,7 @@ fn write_new_file(path: &Path, text: &str, force: bool) -> Result<()> {
         return Err(crate::commands::invalid(
             "config init",
             format!("{} exists already: pass --force to overwrite it", path.display()),
-        )
-        .into());
+        ));
     }
     let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let io = |action: &'static str, p: &Path, e: std::io::Error| Error::Io { action, path: p.to_owned(), source: e };

@@ -54,15 +54,18 @@ pub async fn run(ui: &Arc<Ui>, args: SimulateArgs) -> Result<()> {
     let mut shown = 0;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     loop {
-        tokio::select! {
-            () = stop.cancelled() => break,
-            _ = tick.tick() => {}
-        }
+        let stopping = tokio::select! {
+            () = stop.cancelled() => true,
+            _ = tick.tick() => false,
+        };
         let events = sim.events();
         for event in events.iter().skip(shown) {
             ui.info(&describe(&event.kind));
         }
         shown = events.len();
+        if stopping {
+            break;
+        }
     }
     sim.shutdown().await;
     Ok(())

@@ -24,8 +24,7 @@ pub async fn run(global: &GlobalArgs, ui: &Arc<Ui>, args: &VerifyArgs) -> Result
                 return Err(crate::commands::invalid(
                     "--latest",
                     format!("there is no backup in {} to verify", orchestrator.archive().folder().display()),
-                )
-                .into());
+                ));
             }
         },
     };
