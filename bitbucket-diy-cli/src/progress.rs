@@ -120,12 +120,11 @@ impl Renderer {
                 });
             }
             Event::PhaseFinished { phase, elapsed } => {
-                self.with_state(|s| {
-                    if let Some(bar) = s.bars.remove(phase) {
-                        bar.set_style(done_style());
-                        bar.finish_with_message(format!("{} ({})", render::phase(*phase), render::duration(*elapsed)));
-                    }
-                });
+                // The bar goes; a line stays, so the finished phases read as a log afterwards.
+                if let Some(bar) = self.with_state(|s| s.bars.remove(phase)).flatten() {
+                    bar.finish_and_clear();
+                }
+                self.ui.stderr_line(&format!("✔ {} ({})", render::phase(*phase), render::duration(*elapsed)));
             }
             other => {
                 if let Some((level, message)) = Self::message(other) {
@@ -228,8 +227,4 @@ fn bar_style(unit: Unit) -> ProgressStyle {
         _ => "{spinner:.cyan} {msg} [{bar:30.cyan/blue}] {pos}/{len} files {eta}",
     };
     ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()).progress_chars("=> ")
-}
-
-fn done_style() -> ProgressStyle {
-    ProgressStyle::with_template("{prefix:.green}✔ {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner())
 }

@@ -6,14 +6,14 @@ use bitbucket_diy_core::Result;
 use bitbucket_diy_core::verify_log::ListedBackup;
 
 use crate::cli::GlobalArgs;
-use crate::commands::{load_config, offline_orchestrator, report};
+use crate::commands::{Needs, load_config, offline_orchestrator, report};
 use crate::progress::Renderer;
 use crate::render;
 use crate::ui::Ui;
 
 pub async fn run(global: &GlobalArgs, ui: &Arc<Ui>) -> Result<()> {
     let loaded = load_config(global.config.as_deref(), ui)?;
-    let orchestrator = offline_orchestrator(&loaded.config, Renderer::new(ui.clone()))?;
+    let orchestrator = offline_orchestrator(&loaded.config, Renderer::new(ui.clone()), Needs::Nothing)?;
     let backups = orchestrator.list_with_verification().await?;
     let folder = orchestrator.archive().folder().display().to_string();
     report(ui, &backups, || table(&backups, &folder, jiff::Timestamp::now()))

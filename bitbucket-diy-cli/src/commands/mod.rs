@@ -12,7 +12,7 @@ mod verify;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use bitbucket_diy_core::config::{LoadedConfig, SecretSource, find_config_file};
+use bitbucket_diy_core::config::{DatabaseConfig, LoadedConfig, SecretSource, find_config_file};
 use bitbucket_diy_core::orchestrator::BackupOrchestrator;
 use bitbucket_diy_core::{BackupConfig, Error, Result};
 
@@ -55,11 +55,28 @@ pub fn load_config(config: Option<&std::path::Path>, ui: &Ui) -> Result<LoadedCo
     Ok(loaded)
 }
 
+/// Which passwords a command that never talks to Bitbucket needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Needs {
+    /// `list`, `verify`: files only.
+    Nothing,
+    /// `restore`: the database.
+    Database,
+}
+
 /// An orchestrator for the commands that never talk to Bitbucket (list, verify, restore): the
-/// password is not needed, so its source is not even read.
-pub fn offline_orchestrator(config: &BackupConfig, events: Arc<Renderer>) -> Result<BackupOrchestrator> {
+/// passwords they do not need are not even read, so `list` works where the backup's secrets are
+/// not set.
+pub fn offline_orchestrator(config: &BackupConfig, events: Arc<Renderer>, needs: Needs) -> Result<BackupOrchestrator> {
     let mut config = config.clone();
     config.bitbucket.password = SecretSource::Unset;
+    if needs == Needs::Nothing {
+        match &mut config.database {
+            DatabaseConfig::Postgresql(pg) => pg.password = SecretSource::Unset,
+            DatabaseConfig::Mysql(my) => my.password = SecretSource::Unset,
+            _ => {}
+        }
+    }
     BackupOrchestrator::from_config(&config)?.events(events).build()
 }
 

@@ -6,7 +6,7 @@ use bitbucket_diy_core::orchestrator::{RestoreReport, RestoreRequest};
 use bitbucket_diy_core::{Error, Result};
 
 use crate::cli::{GlobalArgs, RestoreArgs};
-use crate::commands::{load_config, offline_orchestrator, report};
+use crate::commands::{Needs, load_config, offline_orchestrator, report};
 use crate::progress::Renderer;
 use crate::render;
 use crate::signals::cancel_on_signals;
@@ -15,7 +15,7 @@ use crate::ui::Ui;
 pub async fn run(global: &GlobalArgs, ui: &Arc<Ui>, args: RestoreArgs) -> Result<()> {
     let loaded = load_config(global.config.as_deref(), ui)?;
     let renderer = Renderer::new(ui.clone());
-    let orchestrator = offline_orchestrator(&loaded.config, renderer.clone())?;
+    let orchestrator = offline_orchestrator(&loaded.config, renderer.clone(), Needs::Database)?;
     // Relative paths are the user's working directory's, as in any command.
     let home = std::path::absolute(&args.home).map_err(|e| Error::Io {
         action: "resolving",

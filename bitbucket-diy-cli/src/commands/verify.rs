@@ -6,7 +6,7 @@ use bitbucket_diy_core::Result;
 use bitbucket_diy_core::orchestrator::DeepVerifyReport;
 
 use crate::cli::{GlobalArgs, VerifyArgs};
-use crate::commands::{load_config, offline_orchestrator, report};
+use crate::commands::{Needs, load_config, offline_orchestrator, report};
 use crate::progress::Renderer;
 use crate::render;
 use crate::signals::cancel_on_signals;
@@ -15,7 +15,7 @@ use crate::ui::Ui;
 pub async fn run(global: &GlobalArgs, ui: &Arc<Ui>, args: &VerifyArgs) -> Result<()> {
     let loaded = load_config(global.config.as_deref(), ui)?;
     let renderer = Renderer::new(ui.clone());
-    let orchestrator = offline_orchestrator(&loaded.config, renderer.clone())?;
+    let orchestrator = offline_orchestrator(&loaded.config, renderer.clone(), Needs::Nothing)?;
     let name = match &args.archive {
         Some(name) => name.clone(),
         None => match orchestrator.list_backups().await?.into_iter().next() {

@@ -93,6 +93,14 @@ async fn progress_as_json_lines() {
 }
 
 #[tokio::test]
+async fn quiet_backup_prints_only_the_report() {
+    let world = World::new().await;
+    let run = world.run(&["-q", "backup"]).await;
+    run.code(0).says("complete");
+    assert!(run.stderr.is_empty(), "{}", run.stderr);
+}
+
+#[tokio::test]
 async fn retention_drops_the_verification_of_pruned_archives() {
     let world = World::new().await;
     world.edit_config("[archive]\n", "[archive]\nkeep = 1\n");

@@ -16,6 +16,11 @@ async fn unknown_key_exits_2_naming_file_key_and_line() {
     assert!(out.stderr.contains("line 13"), "{}", out.stderr);
     // Every command that reads the configuration refuses it the same way.
     world.run(&["list"]).await.code(2).says("kepp");
+    // A metrics file given on the command line records even that failure.
+    let metrics = world.dir.path().join("metrics.prom");
+    world.run(&["backup", "--metrics-file", metrics.to_str().unwrap()]).await.code(2);
+    let prom = std::fs::read_to_string(&metrics).unwrap();
+    assert!(prom.contains("bitbucket_diy_last_run_exit_code 2\n") && prom.contains("kind=\"config\""), "{prom}");
     assert!(!world.sim.is_locked());
 }
 
@@ -163,4 +168,23 @@ async fn completions_are_generated() {
         .says("import-vars");
     run(command(dir.path(), &["completions", "zsh"])).await.code(0).says("#compdef bitbucket-diy");
     run(command(dir.path(), &["completions", "fish"])).await.code(0).says("complete -c bitbucket-diy");
+}
+
+#[tokio::test]
+async fn list_and_verify_need_no_secrets() {
+    let world = World::new().await;
+    world.run(&["backup"]).await.code(0);
+    world.write_config(
+        "[database]\ntype = \"postgresql\"\nhost = \"127.0.0.1\"\npassword_env = \"BBDIY_UNSET_DB_PASSWORD\"\n",
+        "",
+    );
+    // Neither the Bitbucket nor the database password is set.
+    let mut list = command(world.dir.path(), &["--config", world.config.to_str().unwrap(), "list"]);
+    list.env_remove(crate::support::PASSWORD_VAR);
+    run(list).await.code(0).says("never");
+    let mut verify = command(world.dir.path(), &["--config", world.config.to_str().unwrap(), "verify", "--latest"]);
+    verify.env_remove(crate::support::PASSWORD_VAR);
+    run(verify).await.code(0).says("verified");
+    // A backup does need them, and says which.
+    world.run(&["backup"]).await.code(2).says("BBDIY_UNSET_DB_PASSWORD");
 }
