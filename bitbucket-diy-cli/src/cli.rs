@@ -39,7 +39,7 @@ pub struct Cli {
 pub enum ProgressMode {
     /// Bars on a terminal, timestamped log lines otherwise.
     Auto,
-    /// Progress bars (even when stderr is not a terminal).
+    /// Progress bars (drawn only on a terminal: elsewhere, plain messages without timestamps).
     Bars,
     /// Timestamped log lines: `2026-04-12T02:15:00Z [url] INFO: …`.
     Lines,

@@ -51,14 +51,13 @@ impl Renderer {
         self.state.lock().map(|s| s.seen).unwrap_or_default()
     }
 
-    /// Stop drawing: bars of unfinished phases are left as they were, then all are cleared.
+    /// Stop drawing: each unfinished phase leaves a line saying it was stopped.
     pub fn finish(&self) {
-        if let Ok(mut state) = self.state.lock() {
-            for (_, bar) in state.bars.drain() {
-                if !bar.is_finished() {
-                    bar.abandon();
-                }
-            }
+        let unfinished: Vec<(Phase, ProgressBar)> =
+            self.state.lock().map(|mut state| state.bars.drain().collect()).unwrap_or_default();
+        for (phase, bar) in unfinished {
+            bar.finish_and_clear();
+            self.ui.stderr_line(&format!("✗ {} (stopped)", render::phase(phase)));
         }
         self.ui.clear_bars();
     }

@@ -67,6 +67,8 @@ pub fn phase(phase: Phase) -> &'static str {
 pub fn step(report: &bitbucket_diy_core::strategy::StepReport) -> String {
     if report.files == 0
         && report.bytes == 0
+        && report.unchanged == 0
+        && report.removed == 0
         && let Some(note) = report.notes.values().next()
     {
         return note.clone();

@@ -27,7 +27,8 @@ pub fn bitbucket_password(source: &SecretSource, user: &str, url: &str) -> Resul
     if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
         let term = console::Term::stderr();
         let _ = term.write_str(&format!("Password of {user} at {url}: "));
-        let password = term.read_secure_line().map_err(|e| Error::Io {
+        // A blocking read on a runtime thread: tell tokio (the CLI's runtime is multi-threaded).
+        let password = tokio::task::block_in_place(|| term.read_secure_line()).map_err(|e| Error::Io {
             action: "reading the password from",
             path: "the terminal".into(),
             source: e,

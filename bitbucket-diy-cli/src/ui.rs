@@ -54,15 +54,8 @@ impl Ui {
             ProgressMode::Json => Style::Json,
             ProgressMode::None => Style::Quiet,
         };
-        let multi = (style == Style::Bars).then(|| {
-            // An explicit `--progress bars` draws even when stderr is not a terminal.
-            let target = if terminal {
-                ProgressDrawTarget::stderr()
-            } else {
-                ProgressDrawTarget::term_like(Box::new(console::Term::buffered_stderr()))
-            };
-            MultiProgress::with_draw_target(target)
-        });
+        // indicatif draws only on a terminal; elsewhere lines go straight to stderr.
+        let multi = (style == Style::Bars).then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
         Arc::new(Self {
             style,
             verbose: args.verbose,

@@ -18,24 +18,12 @@ use crate::ui::Ui;
 pub async fn run(global: &GlobalArgs, ui: &Arc<Ui>, args: &BackupArgs) -> Result<()> {
     let start = Instant::now();
     let renderer = Renderer::new(ui.clone());
-    let signals = {
-        let renderer = renderer.clone();
-        cancel_on_signals(ui.clone(), move |n| {
-            let seen = renderer.seen();
-            match (n, seen.locking && !seen.unlocked) {
-                (1, true) => "Cancelling: stopping the copy and unlocking Bitbucket…".to_owned(),
-                (1, false) => "Cancelling: stopping the backup (Bitbucket is not locked)…".to_owned(),
-                (_, true) => "Still unlocking Bitbucket: waiting so that it is not left locked…".to_owned(),
-                (_, false) => "Still stopping the backup: waiting for its steps to end…".to_owned(),
-            }
-        })
-    };
-
     let mut metrics_file = args.metrics_file.clone();
     let outcome = async {
         let loaded = load_config(global.config.as_deref(), ui)?;
         let config = &loaded.config;
         metrics_file = metrics_file.take().or_else(|| config.backup.metrics_file.clone());
+        // Before the signal handlers: Ctrl-C at the password prompt simply ends the process.
         let password = secrets::bitbucket_password(
             &config.bitbucket.password,
             &config.bitbucket.user,
@@ -43,10 +31,21 @@ pub async fn run(global: &GlobalArgs, ui: &Arc<Ui>, args: &BackupArgs) -> Result
         )?;
         let orchestrator =
             BackupOrchestrator::from_config(config)?.bitbucket_password(password)?.events(renderer.clone()).build()?;
+        let signals = {
+            let renderer = renderer.clone();
+            cancel_on_signals(ui.clone(), move |n| {
+                let seen = renderer.seen();
+                match (n, seen.locking && !seen.unlocked) {
+                    (1, true) => "Cancelling: stopping the copy and unlocking Bitbucket…".to_owned(),
+                    (1, false) => "Cancelling: stopping the backup (Bitbucket is not locked)…".to_owned(),
+                    (_, true) => "Still unlocking Bitbucket: waiting so that it is not left locked…".to_owned(),
+                    (_, false) => "Still stopping the backup: waiting for its steps to end…".to_owned(),
+                }
+            })
+        };
         orchestrator.backup(signals.token()).await
     }
     .await;
-    drop(signals);
     renderer.finish();
 
     if let Some(path) = &metrics_file

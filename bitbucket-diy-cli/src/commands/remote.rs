@@ -125,7 +125,7 @@ fn human_status(status: &Status) -> String {
         rows.push(("db-state", m.db_state.to_string()));
         rows.push(("scm-state", m.scm_state.to_string()));
     }
-    format!("Bitbucket at {}\n{}", status.url, render::rows(&rows))
+    format!("Bitbucket at {}\n{}", status.url.trim_end_matches('/'), render::rows(&rows))
 }
 
 #[derive(Debug, Serialize)]
