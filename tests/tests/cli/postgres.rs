@@ -43,7 +43,7 @@ impl Drop for Databases {
     }
 }
 
-fn unique(purpose: &str) -> String {
+pub fn unique(purpose: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
     format!("bbdiy_cli_{}_{:x}_{}_{purpose}", std::process::id(), nanos, COUNTER.fetch_add(1, Ordering::Relaxed))
