@@ -191,3 +191,26 @@ pub async fn wait_for<T>(probe: impl Fn() -> Option<T>) -> T {
     }
     panic!("gave up waiting after 10 s");
 }
+
+#[tokio::test]
+async fn a_hook_can_run_bitbucket_diy_again() {
+    // Hooks get BITBUCKET_DIY_BACKUP_ID, which looks like an override of `[backup] id`: it must
+    // not break the configuration of a `bitbucket-diy` the hook runs.
+    let world = World::new().await;
+    let out = world.dir.path().join("hook.out");
+    let hook = format!(
+        "{} --config {} verify --latest > {} 2>&1",
+        crate::support::binary().display(),
+        world.config.display(),
+        out.display()
+    );
+    world.edit_config("poll_interval", &format!("hooks.after_archive = [{}]\npoll_interval", toml_string(&hook)));
+    world.run(&["backup"]).await.code(0);
+    let printed = std::fs::read_to_string(&out).unwrap();
+    assert!(printed.contains("verified"), "{printed}");
+    world.run(&["list"]).await.code(0).says("yes,");
+}
+
+fn toml_string(text: &str) -> String {
+    format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
+}

@@ -29,7 +29,42 @@ pub fn binary() -> PathBuf {
          `cargo build -p bitbucket-diy-cli` first)",
         bin.display()
     );
+    static FRESH: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    FRESH.get_or_init(|| {
+        // `cargo test -p bitbucket-diy-tests` alone does not rebuild the binary: never test an
+        // old one by mistake.
+        let built = std::fs::metadata(&bin).unwrap().modified().unwrap();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        for sources in ["bitbucket-diy-cli/src", "bitbucket-diy-core/src"] {
+            if let Some(newer) = newest(&root.join(sources)).filter(|(t, _)| *t > built) {
+                panic!(
+                    "{} is older than {}: run `cargo test --workspace`, or `cargo build -p bitbucket-diy-cli` first",
+                    bin.display(),
+                    newer.1.display()
+                );
+            }
+        }
+    });
     bin
+}
+
+/// The most recently modified file below `dir`.
+fn newest(dir: &Path) -> Option<(std::time::SystemTime, PathBuf)> {
+    let mut best: Option<(std::time::SystemTime, PathBuf)> = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let candidate = if path.is_dir() {
+            newest(&path)
+        } else {
+            entry.metadata().ok().and_then(|m| m.modified().ok()).map(|t| (t, path))
+        };
+        if let Some(c) = candidate
+            && best.as_ref().is_none_or(|b| c.0 > b.0)
+        {
+            best = Some(c);
+        }
+    }
+    best
 }
 
 /// What a run printed and how it ended.
