@@ -208,6 +208,8 @@ pub fn init_tracing(ui: &Arc<Ui>, verbose: u8, quiet: bool) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(directives));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Plain text: the lines go to log files and journald as often as to a terminal.
+        .with_ansi(false)
         .event_format(LogLineFormat { ui: ui.clone() })
         .with_writer(UiWriter { ui: ui.clone() })
         .try_init();
