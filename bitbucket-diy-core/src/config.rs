@@ -16,6 +16,9 @@ use url::Url;
 
 use crate::serde_duration::friendly;
 
+mod example;
+pub use example::EXAMPLE_CONFIG;
+
 /// Prefix of every environment variable that overrides a key: `BITBUCKET_DIY_<SECTION>_<KEY>`,
 /// e.g. `BITBUCKET_DIY_BITBUCKET_URL` or `BITBUCKET_DIY_DATABASE_PASSWORD`.
 pub const ENV_PREFIX: &str = "BITBUCKET_DIY_";
@@ -855,6 +858,11 @@ fn plain_password_keys(table: &toml::Table) -> Vec<String> {
         .collect()
 }
 
+/// Variables bitbucket-diy itself sets for hooks and `command` strategies that look like
+/// overrides (`[backup] id`, `[database] dir`): never read as such, so a hook may run
+/// `bitbucket-diy` again (e.g. `bitbucket-diy verify --latest` after each archive).
+const CHILD_VARIABLES: [&str; 2] = ["BITBUCKET_DIY_BACKUP_ID", "BITBUCKET_DIY_DATABASE_DIR"];
+
 /// Apply `BITBUCKET_DIY_<SECTION>_<KEY>=value` to the table. Values are read as TOML values
 /// (numbers, booleans, arrays) when they parse as one, else as strings. Returns the variables used.
 fn apply_env_overrides(
@@ -864,6 +872,9 @@ fn apply_env_overrides(
     let mut used: BTreeMap<String, ()> = BTreeMap::new();
     for (var, value) in env {
         let Some(rest) = var.strip_prefix(ENV_PREFIX) else { continue };
+        if CHILD_VARIABLES.contains(&var.as_str()) {
+            continue;
+        }
         let lower = rest.to_ascii_lowercase();
         let Some((section, key)) = SECTIONS
             .iter()
@@ -988,6 +999,12 @@ drain_timeout = "5m"
         assert_eq!(pg.port, 6543);
         let err = load(MINIMAL, &[("BITBUCKET_DIY_ARCHIVE_KEEP", "many")]).unwrap_err().to_string();
         assert!(err.contains("BITBUCKET_DIY_ARCHIVE_KEEP"), "{err}");
+    }
+
+    #[test]
+    fn variables_set_for_hooks_are_not_overrides() {
+        let env = [("BITBUCKET_DIY_BACKUP_ID", "bitbucket-20260412-021500"), ("BITBUCKET_DIY_DATABASE_DIR", "/w/db")];
+        load(MINIMAL, &env).unwrap();
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub mod archive_format;
 pub mod backup_id;
 pub mod client;
 pub mod config;
+#[cfg(feature = "simulator")]
+pub mod demo;
 pub mod error;
 pub mod events;
 pub mod metrics;
@@ -28,6 +30,7 @@ mod serde_duration;
 #[cfg(feature = "simulator")]
 pub mod simulator;
 pub mod strategy;
+pub mod verify_log;
 
 pub use backup_id::BackupId;
 pub use client::{ClientError, MaintenanceClient};

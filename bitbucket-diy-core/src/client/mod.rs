@@ -167,17 +167,23 @@ impl MaintenanceClient {
         self.inner.unlock(token).await
     }
 
-    /// The command a human runs to unlock by hand (token included: keep it off logs).
+    /// The command a human runs to unlock by hand (token included: keep it off logs). The token
+    /// travels in the environment of `bitbucket-diy unlock`, where other users cannot see it in
+    /// `ps`; the curl alternative is for hosts without bitbucket-diy.
     pub fn unlock_command(&self, token: &UnlockToken) -> ManualCommand {
+        let url = self.inner.endpoint("mvc/maintenance/lock");
         ManualCommand::new(format!(
-            "bitbucket-diy unlock --url '{}' --user '{}' --token {}   \
-             (or: curl -u '{}' -X DELETE '{}?token={}')",
-            self.inner.base_url,
-            self.inner.user,
-            token.expose_secret(),
-            self.inner.user,
-            self.inner.endpoint("mvc/maintenance/lock"),
-            token.expose_secret()
+            "BITBUCKET_DIY_UNLOCK_TOKEN={token} bitbucket-diy unlock --url {base} --user {user}\n    \
+             (or: curl -u {user} -X DELETE {curl_url})",
+            token = token.expose_secret(),
+            base = shell_quote(self.inner.base_url.as_str()),
+            user = shell_quote(&self.inner.user),
+            curl_url = shell_quote(&format!("{url}?token={}", token.expose_secret())),
         ))
     }
+}
+
+/// `text` as one shell word: single-quoted, with embedded single quotes escaped.
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
 }

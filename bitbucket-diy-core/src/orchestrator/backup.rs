@@ -104,6 +104,9 @@ impl BackupOrchestrator {
         for old in &pruned {
             events.emit(&Event::ArchivePruned { path: old.path.clone() });
         }
+        if let Err(e) = self.forget_verifications(&pruned).await {
+            events.emit(&Event::Warning { message: format!("could not update the verification log: {e}") });
+        }
         self.hook_warning(HookPoint::AfterArchive, hook_env, events).await;
 
         Ok(BackupReport {

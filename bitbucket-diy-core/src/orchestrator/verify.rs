@@ -6,7 +6,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
-use crate::events::Phase;
+use crate::events::{Event, Phase};
 use crate::orchestrator::BackupOrchestrator;
 use crate::orchestrator::report::PhaseTimer;
 use crate::strategy::filesystem::git_locks::find_bare_repositories;
@@ -24,10 +24,24 @@ pub struct DeepVerifyReport {
 
 impl BackupOrchestrator {
     /// Check an archive against its manifest. With `deep`, also extract it into a temporary folder
-    /// under the working folder and run `git fsck` on every repository.
+    /// under the working folder and run `git fsck` on every repository. The outcome is recorded
+    /// in the verification log (see [`crate::verify_log`]) that `list` reads.
     pub async fn verify(&self, name: &str, deep: bool, cancel: CancellationToken) -> Result<DeepVerifyReport, Error> {
-        let timer = PhaseTimer::new(self.events.clone());
         let archive = self.archive.find(name).await?;
+        let outcome = self.verify_archive(archive.clone(), deep, cancel).await;
+        if let Err(e) = self.record_verification(&archive, &outcome, deep).await {
+            self.events.emit(&Event::Warning { message: format!("could not record the verification: {e}") });
+        }
+        outcome
+    }
+
+    async fn verify_archive(
+        &self,
+        archive: crate::strategy::ArchiveInfo,
+        deep: bool,
+        cancel: CancellationToken,
+    ) -> Result<DeepVerifyReport, Error> {
+        let timer = PhaseTimer::new(self.events.clone());
         let ctx =
             StepContext::new(archive.metadata.id.clone(), self.working.clone(), self.events.clone(), cancel.clone());
         let verify = timer.run(Phase::Verify, self.archive.verify(&archive, &ctx)).await?;
