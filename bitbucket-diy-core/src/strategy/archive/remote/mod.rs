@@ -205,11 +205,12 @@ impl RemoteArchive {
                 }
             })
         };
-        let (written, uploaded) = tokio::join!(job, pending.upload_parts(receiver, concurrency));
+        let cancel = ctx.cancellation().clone();
+        let (written, uploaded) = tokio::join!(job, pending.upload_parts(receiver, concurrency, &cancel));
         // The upload's own error explains a write that stopped because the upload stopped.
         let (sha256, bytes, staged) = match (written, uploaded) {
             (Ok(written), Ok(_)) if !ctx.is_cancelled() => written,
-            (Err(ArchiveError::Cancelled), _) => {
+            (Err(ArchiveError::Cancelled), _) | (_, Err(ArchiveError::Cancelled)) => {
                 pending.abort().await;
                 return Err(ArchiveError::Cancelled);
             }

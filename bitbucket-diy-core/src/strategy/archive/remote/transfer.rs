@@ -10,6 +10,7 @@ use object_store::{MultipartUpload, PutPayload};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::io::{StreamReader, SyncIoBridge};
+use tokio_util::sync::CancellationToken;
 
 use crate::strategy::ArchiveError;
 
@@ -115,6 +116,18 @@ impl PendingUpload {
     /// hangs up. Returns the number of parts; the first failed part (after the store's own
     /// retries) ends the upload.
     pub(crate) async fn upload_parts(
+        &mut self,
+        receiver: mpsc::Receiver<Bytes>,
+        concurrency: usize,
+        cancel: &CancellationToken,
+    ) -> Result<usize, ArchiveError> {
+        tokio::select! {
+            uploaded = self.upload_all(receiver, concurrency) => uploaded,
+            () = cancel.cancelled() => Err(ArchiveError::Cancelled),
+        }
+    }
+
+    async fn upload_all(
         &mut self,
         mut receiver: mpsc::Receiver<Bytes>,
         concurrency: usize,
