@@ -263,7 +263,7 @@ fn decrypt_with<R: BufRead>(
 }
 
 fn shorten(key: &str) -> String {
-    if key.len() > 24 { format!("{}…", &key[..key.floor_char_boundary(20)]) } else { key.to_owned() }
+    if key.chars().count() > 24 { format!("{}…", key.chars().take(20).collect::<String>()) } else { key.to_owned() }
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! 127.0.0.1:0, in process: upload, list, retention, restore from the bucket on a fresh host,
 //! upload-only, interrupted and corrupted uploads, damage in the bucket, age round trips and key
 //! errors. Faults are injected in the server.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
