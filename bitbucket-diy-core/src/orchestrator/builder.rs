@@ -1,6 +1,8 @@
 //! Putting an orchestrator together, by hand or from a configuration.
 
-use std::path::{Path, PathBuf};
+#[cfg(feature = "encryption")]
+use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use secrecy::SecretString;

@@ -34,8 +34,10 @@ pub(crate) struct Staged {
     path: PathBuf,
     receipt: Option<Receipt>,
     /// Lower-case hex SHA-256 of the archive's bytes.
+    #[cfg_attr(not(feature = "object-store"), allow(dead_code))]
     pub(crate) sha256: String,
     /// Its size.
+    #[cfg_attr(not(feature = "object-store"), allow(dead_code))]
     pub(crate) bytes: u64,
 }
 
@@ -46,6 +48,7 @@ impl<C: Codec> FileArchive<C> {
     }
 
     /// The same, sealed (encrypted) as `sealing` says.
+    #[cfg_attr(not(feature = "encryption"), allow(dead_code))]
     pub(crate) fn sealed(mut self, sealing: Sealing) -> Self {
         self.sealing = sealing;
         self

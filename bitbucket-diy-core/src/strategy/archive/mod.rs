@@ -31,6 +31,7 @@ pub use remote::{RemoteArchive, RemoteOptions, RemoteStore};
 pub use tar_gz::TarGzArchive;
 pub use tar_zstd::TarZstdArchive;
 
+#[cfg(feature = "encryption")]
 pub(crate) use stream::read_error;
 
 /// One stored backup.

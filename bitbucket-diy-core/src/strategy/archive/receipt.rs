@@ -62,6 +62,7 @@ impl Receipt {
         Ok(parsed)
     }
 
+    #[cfg_attr(not(feature = "object-store"), allow(dead_code))]
     /// The whole archive, read back, must be what was written.
     pub(crate) fn check(&self, archive: &Path, sha256: &str, bytes: u64) -> Result<(), ArchiveError> {
         let mismatch = |reason: String| ArchiveError::Mismatch {

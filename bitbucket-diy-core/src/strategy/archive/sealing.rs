@@ -173,12 +173,14 @@ impl<W: Write> Write for DigestWriter<W> {
 }
 
 /// Counts and hashes the archive's bytes on their way in, to compare with the receipt.
+#[cfg_attr(not(feature = "object-store"), allow(dead_code))]
 pub(crate) struct DigestReader<R> {
     inner: R,
     hasher: Sha256,
     bytes: u64,
 }
 
+#[cfg_attr(not(feature = "object-store"), allow(dead_code))]
 impl<R: Read> DigestReader<R> {
     pub(crate) fn new(inner: R) -> Self {
         Self { inner, hasher: Sha256::new(), bytes: 0 }
