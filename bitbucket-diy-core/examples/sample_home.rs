@@ -17,8 +17,9 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         ["generate", dir, megabytes] => {
-            let home = generate(Path::new(dir), &SampleHomeSpec::with_total_bytes(megabytes.parse::<u64>().unwrap() << 20))
-                .unwrap();
+            let home =
+                generate(Path::new(dir), &SampleHomeSpec::with_total_bytes(megabytes.parse::<u64>().unwrap() << 20))
+                    .unwrap();
             println!("{}", home.repositories.len());
         }
         ["mutate", dir, percent] => println!("{}", mutate(Path::new(dir), percent.parse().unwrap())),
@@ -30,7 +31,8 @@ fn main() {
 }
 
 fn mutate(home: &Path, percent: f64) -> usize {
-    let files = walkdir::WalkDir::new(home).into_iter().filter(|e| e.as_ref().is_ok_and(|e| e.file_type().is_file())).count();
+    let files =
+        walkdir::WalkDir::new(home).into_iter().filter(|e| e.as_ref().is_ok_and(|e| e.file_type().is_file())).count();
     let target = ((files as f64) * percent / 100.0).ceil() as usize;
     let mut repos: Vec<_> = std::fs::read_dir(SampleHome::repositories_dir(home))
         .unwrap()

@@ -29,6 +29,9 @@ pub const CONFIG_ENV: &str = "BITBUCKET_DIY_CONFIG";
 /// The sections of the file, in order.
 pub const SECTIONS: [&str; 5] = ["bitbucket", "database", "filesystem", "archive", "backup"];
 
+/// Tables inside sections that environment overrides reach (`BITBUCKET_DIY_ARCHIVE_REMOTE_KEEP`).
+const SUBSECTIONS: [(&str, &str); 2] = [("archive", "remote"), ("archive", "encryption")];
+
 /// A configuration problem.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
@@ -543,12 +546,125 @@ pub struct ArchiveConfig {
     /// Keep the newest N archives; 0 keeps all.
     #[serde(default)]
     pub keep: usize,
+    /// `[archive.remote]`: copies on object storage (docs/offsite.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<RemoteConfig>,
+    /// `[archive.encryption]`: age encryption at rest (docs/offsite.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<EncryptionConfig>,
 }
 
 impl Default for ArchiveConfig {
     fn default() -> Self {
-        Self { kind: ArchiveType::TarZstd, folder: None, level: None, threads: 0, keep: 0 }
+        Self {
+            kind: ArchiveType::TarZstd,
+            folder: None,
+            level: None,
+            threads: 0,
+            keep: 0,
+            remote: None,
+            encryption: None,
+        }
     }
+}
+
+/// `[archive.remote]`: where archives are uploaded, and how. Secrets are never values here:
+/// credentials come from the environment (the provider's standard variables, or the variables and
+/// files named by `*_env` / `*_file`), so `Debug` and `Serialize` show nothing secret.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteConfig {
+    /// `s3://bucket/prefix` (also S3-compatible stores, with `endpoint`), `gs://bucket/prefix`,
+    /// `az://container/prefix`.
+    pub url: Url,
+    /// S3-compatible endpoint, e.g. `https://minio.example.com:9000`.
+    #[serde(default)]
+    pub endpoint: Option<Url>,
+    /// S3 region (default: `AWS_REGION`/`AWS_DEFAULT_REGION`, else `us-east-1`).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Allow plain `http://` endpoints (a MinIO on loopback); HTTPS only otherwise.
+    #[serde(default)]
+    pub allow_http: bool,
+    /// S3 access key id (not a secret).
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    /// Environment variable holding the S3 access key id.
+    #[serde(default)]
+    pub access_key_id_env: Option<String>,
+    /// Environment variable holding the S3 secret access key.
+    #[serde(default)]
+    pub secret_access_key_env: Option<String>,
+    /// Owner-only file holding the S3 secret access key (first line).
+    #[serde(default)]
+    pub secret_access_key_file: Option<PathBuf>,
+    /// Environment variable holding an S3 session token (temporary credentials).
+    #[serde(default)]
+    pub session_token_env: Option<String>,
+    /// Also keep each archive in `archive.folder`; false uploads only (nothing written locally).
+    #[serde(default = "default_true")]
+    pub keep_local: bool,
+    /// Keep the newest N archives in the store (default: `archive.keep`); 0 keeps all.
+    #[serde(default)]
+    pub keep: Option<usize>,
+    /// Read each upload back and compare its SHA-256 before listing it (else: size only).
+    #[serde(default = "default_true")]
+    pub verify_upload: bool,
+    /// Upload part size in MiB (5–5120; doubled every 2,500 parts).
+    #[serde(default = "default_part_size_mib")]
+    pub part_size_mib: usize,
+    /// Parts uploaded at once (1–64).
+    #[serde(default = "default_upload_concurrency")]
+    pub upload_concurrency: usize,
+    /// Retries of each request on network errors, timeouts and 5xx answers.
+    #[serde(default = "default_max_retries")]
+    pub max_retries: usize,
+    /// No retry starts later than this after a request's first attempt.
+    #[serde(default = "default_retry_timeout", with = "friendly")]
+    pub retry_timeout: Duration,
+    /// Connection timeout.
+    #[serde(default = "default_connect_timeout", with = "friendly")]
+    pub connect_timeout: Duration,
+    /// The longest wait for the next bytes of an answer.
+    #[serde(default = "default_read_timeout", with = "friendly")]
+    pub read_timeout: Duration,
+    /// Further `object_store` options (`aws_virtual_hosted_style_request = "true"`, …); keys that
+    /// name secrets are refused.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+fn default_part_size_mib() -> usize {
+    16
+}
+fn default_upload_concurrency() -> usize {
+    4
+}
+fn default_max_retries() -> usize {
+    10
+}
+fn default_retry_timeout() -> Duration {
+    Duration::from_secs(180)
+}
+fn default_read_timeout() -> Duration {
+    Duration::from_secs(120)
+}
+
+/// `[archive.encryption]`: archives are encrypted to `recipients` (public keys); an identity
+/// (private keys) is needed only to verify or restore.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionConfig {
+    /// age public keys (`age1…`).
+    #[serde(default)]
+    pub recipients: Vec<String>,
+    /// A file of age public keys, one per line.
+    #[serde(default)]
+    pub recipients_file: Option<PathBuf>,
+    /// The age identity file used to verify and restore (on restore hosts; never needed to back
+    /// up).
+    #[serde(default)]
+    pub identity_file: Option<PathBuf>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -804,8 +920,10 @@ impl BackupConfig {
             ArchiveType::TarGz => Some(1..=9),
             ArchiveType::None => None,
         };
+        let upload_only = archive.remote.as_ref().is_some_and(|r| !r.keep_local);
         match (archive.kind, &archive.folder) {
             (ArchiveType::None, _) => {}
+            (_, None) if upload_only => {}
             (_, None) => {
                 return Err(ConfigError::Missing {
                     key: "archive.folder".to_owned(),
@@ -825,6 +943,7 @@ impl BackupConfig {
             }
             _ => {}
         }
+        self.validate_offsite()?;
         if let (Some(level), Some(range)) = (archive.level, range)
             && !range.contains(&level)
         {
@@ -832,6 +951,89 @@ impl BackupConfig {
                 "archive.level",
                 format!("{level} is out of range {}..={} for this archive type", range.start(), range.end()),
             ));
+        }
+        Ok(())
+    }
+}
+
+impl BackupConfig {
+    fn validate_offsite(&self) -> Result<(), ConfigError> {
+        let archive = &self.archive;
+        if let Some(remote) = &archive.remote {
+            if archive.kind != ArchiveType::TarZstd {
+                return Err(ConfigError::invalid("archive.remote", "needs type = \"tar-zstd\""));
+            }
+            if !cfg!(feature = "object-store") {
+                return Err(ConfigError::invalid(
+                    "archive.remote",
+                    "this build of bitbucket-diy has no object storage support (cargo feature `object-store`)",
+                ));
+            }
+            if !remote.url.username().is_empty() || remote.url.password().is_some() {
+                return Err(ConfigError::invalid(
+                    "archive.remote.url",
+                    "must not carry credentials; see docs/offsite.md for where they go",
+                ));
+            }
+            if !(5..=5120).contains(&remote.part_size_mib) {
+                return Err(ConfigError::invalid("archive.remote.part_size_mib", "must be within 5..=5120"));
+            }
+            if !(1..=64).contains(&remote.upload_concurrency) {
+                return Err(ConfigError::invalid("archive.remote.upload_concurrency", "must be within 1..=64"));
+            }
+            if remote.access_key_id.is_some() && remote.access_key_id_env.is_some() {
+                return Err(ConfigError::invalid(
+                    "archive.remote.access_key_id",
+                    "set only one of `access_key_id` and `access_key_id_env`",
+                ));
+            }
+            if remote.secret_access_key_env.is_some() && remote.secret_access_key_file.is_some() {
+                return Err(ConfigError::invalid(
+                    "archive.remote.secret_access_key_env",
+                    "set only one of `secret_access_key_env` and `secret_access_key_file`",
+                ));
+            }
+            const SECRET_WORDS: [&str; 7] =
+                ["secret", "token", "password", "sas", "credential", "access_key", "key_id"];
+            for key in remote.options.keys() {
+                let lower = key.to_ascii_lowercase();
+                if SECRET_WORDS.iter().any(|w| lower.contains(w)) || lower.ends_with("_key") {
+                    return Err(ConfigError::invalid(
+                        format!("archive.remote.options.{key}"),
+                        "credentials do not belong in the configuration: use the provider's environment \
+                         variables or access_key_id / secret_access_key_env / secret_access_key_file",
+                    ));
+                }
+            }
+        }
+        if let Some(encryption) = &archive.encryption {
+            if !cfg!(feature = "encryption") {
+                return Err(ConfigError::invalid(
+                    "archive.encryption",
+                    "this build of bitbucket-diy has no encryption support (cargo feature `encryption`)",
+                ));
+            }
+            if archive.kind == ArchiveType::None {
+                return Err(ConfigError::invalid(
+                    "archive.encryption",
+                    "needs an archive (type = \"tar-zstd\" or \"tar-gz\")",
+                ));
+            }
+            if encryption.recipients.is_empty()
+                && encryption.recipients_file.is_none()
+                && encryption.identity_file.is_none()
+            {
+                return Err(ConfigError::Missing {
+                    key: "archive.encryption.recipients".to_owned(),
+                    hint: "list the age public keys to encrypt to (recipients = [\"age1…\"] or recipients_file), \
+                           see docs/offsite.md"
+                        .to_owned(),
+                });
+            }
+            #[cfg(feature = "encryption")]
+            if !encryption.recipients.is_empty() {
+                crate::encryption::Recipients::parse(&encryption.recipients, "archive.encryption.recipients")?;
+            }
         }
         Ok(())
     }
@@ -886,11 +1088,29 @@ fn apply_env_overrides(
             return Err(ConfigError::Env { var, message: "names a section, not a key".to_owned() });
         }
         let parsed = parse_env_value(&value);
-        let section_table = table
+        let mut section_table = table
             .entry(section)
             .or_insert_with(|| toml::Value::Table(toml::Table::new()))
             .as_table_mut()
             .ok_or_else(|| ConfigError::Env { var: var.clone(), message: format!("[{section}] is not a table") })?;
+        // `BITBUCKET_DIY_ARCHIVE_REMOTE_URL` → `[archive.remote] url`.
+        let mut key = key;
+        if let Some((sub, rest)) = SUBSECTIONS
+            .iter()
+            .filter(|(parent, _)| *parent == section)
+            .find_map(|(_, sub)| key.strip_prefix(sub).and_then(|k| k.strip_prefix('_')).map(|k| (*sub, k.to_owned())))
+            .filter(|(_, rest)| !rest.is_empty())
+        {
+            section_table = section_table
+                .entry(sub)
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .ok_or_else(|| ConfigError::Env {
+                    var: var.clone(),
+                    message: format!("[{section}.{sub}] is not a table"),
+                })?;
+            key = rest;
+        }
         section_table.insert(key, parsed);
         used.insert(var, ());
     }

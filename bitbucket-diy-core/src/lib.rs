@@ -12,6 +12,10 @@
 //!   `tar-zstd`, `tar-gz`, `none`).
 //! - [`simulator`] (feature `simulator`, on by default): a faithful fake of the API to rehearse
 //!   against.
+//! - Offsite copies on object storage (feature `object-store`, on by default):
+//!   `strategy::archive::RemoteArchive`, S3 and S3-compatible stores, GCS, Azure.
+//! - Encryption at rest with age recipients (feature `encryption`, on by default):
+//!   `encryption`.
 
 pub mod archive_format;
 pub mod backup_id;
@@ -19,6 +23,8 @@ pub mod client;
 pub mod config;
 #[cfg(feature = "simulator")]
 pub mod demo;
+#[cfg(feature = "encryption")]
+pub mod encryption;
 pub mod error;
 pub mod events;
 pub mod metrics;

@@ -186,7 +186,9 @@ mod postgresql {
         psql(&fixture.source, "CREATE TABLE writes (id int PRIMARY KEY); INSERT INTO writes VALUES (1);");
         let pg = strategy(&config(&fixture.source));
         let working = tempfile::tempdir().unwrap();
-        let ctx = bitbucket_diy_core::strategy::conformance::database::step_context(working.path(), CancellationToken::new()).unwrap();
+        let ctx =
+            bitbucket_diy_core::strategy::conformance::database::step_context(working.path(), CancellationToken::new())
+                .unwrap();
         let snapshot = pg
             .export_snapshot(&ctx, &bitbucket_diy_core::client::Drained::for_testing())
             .await
@@ -201,18 +203,26 @@ mod postgresql {
             .output()
             .unwrap();
         assert!(!ddl.status.success(), "DROP TABLE must wait for the dump");
-        assert!(String::from_utf8_lossy(&ddl.stderr).contains("lock timeout"), "{}", String::from_utf8_lossy(&ddl.stderr));
+        assert!(
+            String::from_utf8_lossy(&ddl.stderr).contains("lock timeout"),
+            "{}",
+            String::from_utf8_lossy(&ddl.stderr)
+        );
         let report = snapshot.finish(&ctx).await.unwrap();
         assert!(report.notes.contains_key("snapshot"), "{:?}", report.notes);
-        let target = DatabaseTarget { database: conformance::DatabaseFixture::fresh_database_name(&fixture, "restored") };
+        let target =
+            DatabaseTarget { database: conformance::DatabaseFixture::fresh_database_name(&fixture, "restored") };
         pg.restore(&restore_context(working.path(), &pg, &report).unwrap(), &target).await.unwrap();
         assert_eq!(psql(&target.database, "SELECT string_agg(id::text, ',') FROM writes;").trim(), "1");
         let aliases = psql(&target.database, "SELECT count(*) FROM pg_tables WHERE tablename = 'audit';");
         assert_eq!(aliases.trim(), "1");
-        let open = psql("postgres", &format!(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = {} AND state LIKE 'idle in transaction%';",
-            literal(&fixture.source)
-        ));
+        let open = psql(
+            "postgres",
+            &format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = {} AND state LIKE 'idle in transaction%';",
+                literal(&fixture.source)
+            ),
+        );
         assert_eq!(open.trim(), "0", "the exporting transaction is closed after the dump");
     }
 

@@ -1,5 +1,7 @@
 //! Putting an orchestrator together, by hand or from a configuration.
 
+#[cfg(feature = "encryption")]
+use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -7,7 +9,8 @@ use secrecy::SecretString;
 
 use crate::client::{DrainOptions, MaintenanceClient};
 use crate::config::{
-    ArchiveType, BackupConfig, BitbucketConfig, ConfigError, DatabaseConfig, FilesystemType, InstanceType,
+    ArchiveConfig, ArchiveType, BackupConfig, BitbucketConfig, ConfigError, DatabaseConfig, FilesystemType,
+    InstanceType,
 };
 use crate::error::Error;
 use crate::events::{EventSink, TracingEvents};
@@ -31,9 +34,25 @@ pub struct OrchestratorBuilder {
     database: Option<Arc<dyn DatabaseStrategy>>,
     filesystem: Option<Arc<dyn FilesystemStrategy>>,
     archive: Option<Arc<dyn ArchiveStrategy>>,
+    /// The `[archive]` section the archive strategy was built from, to rebuild it with keys
+    /// given at run time.
+    archive_config: Option<ArchiveConfig>,
+    archive_keys: ArchiveKeys,
     options: BackupOptions,
     hooks: Hooks,
     events: Arc<dyn EventSink>,
+}
+
+/// Keys and credentials given at run time rather than in the configuration.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct ArchiveKeys {
+    /// The age identity file that decrypts archives (restore, verify); overrides
+    /// `archive.encryption.identity_file`.
+    pub identity_file: Option<PathBuf>,
+    /// Object store credentials; override those of `[archive.remote]` and the environment.
+    #[cfg(feature = "object-store")]
+    pub remote_credentials: Option<crate::strategy::archive::remote::RemoteCredentials>,
 }
 
 impl std::fmt::Debug for OrchestratorBuilder {
@@ -51,6 +70,8 @@ impl OrchestratorBuilder {
             database: None,
             filesystem: None,
             archive: None,
+            archive_config: None,
+            archive_keys: ArchiveKeys::default(),
             options: BackupOptions::default(),
             hooks: Hooks::default(),
             events: Arc::new(TracingEvents),
@@ -89,21 +110,11 @@ impl OrchestratorBuilder {
             FilesystemType::Command => Arc::new(CommandFilesystem::from_config(fs, separate_database, instance)?),
         };
         let archive_cfg = &config.archive;
-        let folder = archive_cfg.folder.clone().unwrap_or_default();
-        let archive: Arc<dyn ArchiveStrategy> = match archive_cfg.kind {
-            ArchiveType::TarZstd => Arc::new(TarZstdArchive::new(
-                folder,
-                archive_cfg.level.unwrap_or(DEFAULT_ZSTD_LEVEL),
-                archive_cfg.threads,
-            )),
-            ArchiveType::TarGz => {
-                Arc::new(TarGzArchive::new(folder, archive_cfg.level.map_or(DEFAULT_GZIP_LEVEL, |l| l.unsigned_abs())))
-            }
-            ArchiveType::None => Arc::new(NoArchive::new(builder.working.clone())),
-        };
+        let archive = archive_from_config(archive_cfg, &builder.working, &ArchiveKeys::default())?;
         builder.database = Some(database);
         builder.filesystem = Some(filesystem);
         builder.archive = Some(archive);
+        builder.archive_config = Some(archive_cfg.clone());
         let b = &config.backup;
         builder.options = BackupOptions {
             zero_downtime: b.zero_downtime,
@@ -136,6 +147,38 @@ impl OrchestratorBuilder {
         Ok(self)
     }
 
+    /// Read encrypted archives with this age identity file (restore, verify), whether or not the
+    /// configuration has one. Rebuilds the archive strategy of [`Self::from_config`].
+    pub fn identity_file(mut self, path: impl Into<PathBuf>) -> Result<Self, Error> {
+        self.archive_keys.identity_file = Some(path.into());
+        self.rebuild_archive()
+    }
+
+    /// Use these object store credentials (e.g. from a secret manager) instead of the
+    /// configuration's and the environment's. Rebuilds the archive strategy of
+    /// [`Self::from_config`].
+    #[cfg(feature = "object-store")]
+    pub fn remote_credentials(
+        mut self,
+        credentials: crate::strategy::archive::remote::RemoteCredentials,
+    ) -> Result<Self, Error> {
+        self.archive_keys.remote_credentials = Some(credentials);
+        self.rebuild_archive()
+    }
+
+    fn rebuild_archive(mut self) -> Result<Self, Error> {
+        match &self.archive_config {
+            Some(config) => {
+                self.archive = Some(archive_from_config(config, &self.working, &self.archive_keys)?);
+                Ok(self)
+            }
+            None => Err(Error::Config(ConfigError::invalid(
+                "archive",
+                "keys can be given only to an archive strategy built from the configuration",
+            ))),
+        }
+    }
+
     /// The database strategy.
     pub fn database(mut self, strategy: impl DatabaseStrategy + 'static) -> Self {
         self.database = Some(Arc::new(strategy));
@@ -163,12 +206,14 @@ impl OrchestratorBuilder {
     /// The archive strategy.
     pub fn archive(mut self, strategy: impl ArchiveStrategy + 'static) -> Self {
         self.archive = Some(Arc::new(strategy));
+        self.archive_config = None;
         self
     }
 
     /// The archive strategy, boxed.
     pub fn archive_boxed(mut self, strategy: Box<dyn ArchiveStrategy>) -> Self {
         self.archive = Some(Arc::from(strategy));
+        self.archive_config = None;
         self
     }
 
@@ -234,4 +279,97 @@ pub fn client_from(bitbucket: &BitbucketConfig, password: SecretString) -> Resul
         builder = builder.ca_certificate(ca.clone());
     }
     Ok(builder.build()?)
+}
+
+/// The archive strategy an `[archive]` section describes: `tar-zstd`, `tar-gz` or `none`, with
+/// `[archive.encryption]` and `[archive.remote]`; `keys` adds what is given at run time.
+/// `working` is the working folder (the `none` strategy's backup, and the local folder of an
+/// upload-only remote archive, where nothing is written).
+pub fn archive_from_config(
+    config: &ArchiveConfig,
+    working: &WorkingFolder,
+    keys: &ArchiveKeys,
+) -> Result<Arc<dyn ArchiveStrategy>, Error> {
+    let folder = config.folder.clone().unwrap_or_else(|| working.state_dir());
+    #[cfg(feature = "encryption")]
+    let encryption = encryption_from_config(config, keys.identity_file.as_deref())?;
+    #[cfg(not(feature = "encryption"))]
+    if keys.identity_file.is_some() {
+        return Err(Error::Config(ConfigError::invalid(
+            "identity file",
+            "this build of bitbucket-diy has no encryption support (cargo feature `encryption`)",
+        )));
+    }
+    #[cfg(feature = "object-store")]
+    if let Some(remote) = &config.remote {
+        use crate::strategy::archive::remote::{RemoteArchive, RemoteOptions, RemoteStore};
+        let store = RemoteStore::from_config(remote, keys.remote_credentials.clone())?;
+        let options = RemoteOptions {
+            keep_local: remote.keep_local,
+            keep: remote.keep,
+            verify_upload: remote.verify_upload,
+            part_size: remote.part_size_mib << 20,
+            upload_concurrency: remote.upload_concurrency,
+        };
+        let level = config.level.unwrap_or(DEFAULT_ZSTD_LEVEL);
+        let archive = RemoteArchive::new(store, folder, level, config.threads, options);
+        #[cfg(feature = "encryption")]
+        let archive = match encryption {
+            Some(encryption) => archive.encrypted(encryption),
+            None => archive,
+        };
+        return Ok(Arc::new(archive));
+    }
+    let archive: Arc<dyn ArchiveStrategy> = match config.kind {
+        ArchiveType::TarZstd => {
+            let archive = TarZstdArchive::new(folder, config.level.unwrap_or(DEFAULT_ZSTD_LEVEL), config.threads);
+            #[cfg(feature = "encryption")]
+            let archive = match encryption {
+                Some(encryption) => archive.encrypted(encryption),
+                None => archive,
+            };
+            Arc::new(archive)
+        }
+        ArchiveType::TarGz => {
+            let archive = TarGzArchive::new(folder, config.level.map_or(DEFAULT_GZIP_LEVEL, |l| l.unsigned_abs()));
+            #[cfg(feature = "encryption")]
+            let archive = match encryption {
+                Some(encryption) => archive.encrypted(encryption),
+                None => archive,
+            };
+            Arc::new(archive)
+        }
+        ArchiveType::None => Arc::new(NoArchive::new(working.clone())),
+    };
+    Ok(archive)
+}
+
+/// Recipients from the configuration, the identity from `identity_file` (run time) or the
+/// configuration. An identity alone (a restore host) reads encrypted archives and refuses to
+/// write.
+#[cfg(feature = "encryption")]
+fn encryption_from_config(
+    config: &ArchiveConfig,
+    identity_file: Option<&Path>,
+) -> Result<Option<Arc<crate::encryption::Encryption>>, ConfigError> {
+    use crate::encryption::{Encryption, Identities, Recipients};
+    let section = config.encryption.clone().unwrap_or_default();
+    let mut recipients = None;
+    if !section.recipients.is_empty() {
+        recipients = Some(Recipients::parse(&section.recipients, "archive.encryption.recipients")?);
+    }
+    if let Some(file) = &section.recipients_file {
+        let from_file = Recipients::from_file(file)?;
+        recipients = Some(match recipients {
+            Some(inline) => inline.merged(from_file),
+            None => from_file,
+        });
+    }
+    let identity = identity_file.or(section.identity_file.as_deref()).map(Identities::from_file).transpose()?;
+    Ok(match (recipients, identity) {
+        (Some(recipients), Some(identity)) => Some(Arc::new(Encryption::to(recipients).identities(identity))),
+        (Some(recipients), None) => Some(Arc::new(Encryption::to(recipients))),
+        (None, Some(identity)) => Some(Arc::new(Encryption::with_identities_only(identity))),
+        (None, None) => None,
+    })
 }

@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use builder::{OrchestratorBuilder, client_from};
+pub use builder::{ArchiveKeys, OrchestratorBuilder, archive_from_config, client_from};
 pub use hooks::{HOOK_TIMEOUT, HookPoint, Hooks};
 pub use report::{BackupReport, PhaseTiming, RestoreReport};
 pub use restore::RestoreRequest;

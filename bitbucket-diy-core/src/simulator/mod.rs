@@ -49,8 +49,8 @@ use url::Url;
 pub use config::{SimUser, SimulatorConfig};
 pub use events::{SimEvent, SimEventKind, SimState};
 pub use fault_spec::FaultSpecError;
-pub use http::EVENTS_PATH;
 pub use faults::{Endpoint, Fault};
+pub use http::EVENTS_PATH;
 
 use conn::{ConnectionSwitch, CuttableListener};
 use faults::FaultSet;

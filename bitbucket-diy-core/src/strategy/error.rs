@@ -181,6 +181,35 @@ pub enum ArchiveError {
         /// Its message.
         message: String,
     },
+    /// An encrypted archive could not be decrypted: the identity holds none of its recipients'
+    /// keys, or the encrypted stream is damaged.
+    #[error("archive {} cannot be decrypted: {reason}", archive.display())]
+    Decryption {
+        /// Which archive.
+        archive: PathBuf,
+        /// Why (`no matching key`, a damaged header…).
+        reason: String,
+    },
+    /// A key needed for this archive was not given: an identity to read an encrypted archive, or
+    /// recipients to write one.
+    #[error("archive {}: {reason}", archive.display())]
+    KeyMissing {
+        /// Which archive.
+        archive: PathBuf,
+        /// What is missing and how to give it.
+        reason: String,
+    },
+    /// The object store failed (after its retries) or refused the request.
+    #[error("{action} {location}: {source}")]
+    Remote {
+        /// What we were doing ("uploading", "listing").
+        action: &'static str,
+        /// The object or prefix, as a URL (never credentials).
+        location: String,
+        /// What the store said.
+        #[source]
+        source: RemoteError,
+    },
 }
 
 impl ArchiveError {
@@ -189,6 +218,7 @@ impl ArchiveError {
         match self {
             ArchiveError::Io { .. } => ErrorKind::Io,
             ArchiveError::Cancelled => ErrorKind::Cancelled,
+            ArchiveError::KeyMissing { .. } => ErrorKind::Config,
             _ => ErrorKind::Archive,
         }
     }
@@ -196,5 +226,37 @@ impl ArchiveError {
     /// Shorthand for [`ArchiveError::Io`].
     pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         ArchiveError::Io { action, path: path.into(), source }
+    }
+}
+
+/// What an object store said when a request failed: its message, and whether it means the object
+/// is absent. Opaque so that the store client's own error type stays out of the public API.
+#[derive(Debug)]
+pub struct RemoteError {
+    not_found: bool,
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl RemoteError {
+    /// Whether the store said there is no such object.
+    pub fn is_not_found(&self) -> bool {
+        self.not_found
+    }
+
+    #[cfg_attr(not(feature = "object-store"), allow(dead_code))]
+    pub(crate) fn new(not_found: bool, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self { not_found, source: source.into() }
+    }
+}
+
+impl std::fmt::Display for RemoteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.source, f)
+    }
+}
+
+impl std::error::Error for RemoteError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.source()
     }
 }

@@ -17,7 +17,7 @@ pub mod conformance;
 pub use archive::{ArchiveInfo, ArchiveStrategy, VerifyReport};
 pub use context::{StepContext, StepReport, WorkingFolder};
 pub use database::{DatabaseCapabilities, DatabaseStrategy, DeferredDump};
-pub use error::{ArchiveError, StrategyError};
+pub use error::{ArchiveError, RemoteError, StrategyError};
 pub use filesystem::{FilesystemCapabilities, FilesystemStrategy};
 pub use process::{ChildCommand, ChildSession};
 pub use restore::{DatabaseTarget, HomeTarget, RestoreContext};

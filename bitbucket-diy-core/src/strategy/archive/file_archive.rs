@@ -11,21 +11,47 @@ use crate::strategy::{ArchiveError, ArchiveInfo, StepContext, VerifyReport, Work
 
 use super::codec::Codec;
 use super::reader::{self, ExtractSink, VerifySink};
+use super::receipt::{self, Receipt};
 use super::safe_extract::Extractor;
+use super::sealing::{DigestWriter, Sealing, is_encrypted_name};
 use super::stream::{self, IO_BUFFER};
 use super::writer;
 
-/// The archives of one folder, compressed with `C`.
+/// The archives of one folder, compressed with `C`, encrypted when `sealing` says so.
+///
+/// An encrypted archive (`<id>.<ext>.age`) has a receipt (`<id>.<ext>.age.json`) beside it,
+/// renamed into place after the archive: listing reads receipts, so it needs no identity.
 #[derive(Debug, Clone)]
 pub(crate) struct FileArchive<C: Codec> {
     folder: PathBuf,
     codec: C,
+    sealing: Sealing,
+}
+
+/// An archive written under its temporary name, synced, not yet renamed into place.
+pub(crate) struct Staged {
+    temp: tempfile::NamedTempFile,
+    path: PathBuf,
+    receipt: Option<Receipt>,
+    /// Lower-case hex SHA-256 of the archive's bytes.
+    #[cfg_attr(not(feature = "object-store"), allow(dead_code))]
+    pub(crate) sha256: String,
+    /// Its size.
+    #[cfg_attr(not(feature = "object-store"), allow(dead_code))]
+    pub(crate) bytes: u64,
 }
 
 impl<C: Codec> FileArchive<C> {
     /// Archives kept in `folder` (created owner-only on the first write).
     pub(crate) fn new(folder: PathBuf, codec: C) -> Self {
-        Self { folder, codec }
+        Self { folder, codec, sealing: Sealing::default() }
+    }
+
+    /// The same, sealed (encrypted) as `sealing` says.
+    #[cfg_attr(not(feature = "encryption"), allow(dead_code))]
+    pub(crate) fn sealed(mut self, sealing: Sealing) -> Self {
+        self.sealing = sealing;
+        self
     }
 
     /// The archive folder.
@@ -33,9 +59,9 @@ impl<C: Codec> FileArchive<C> {
         &self.folder
     }
 
-    /// The final path of a backup's archive.
-    fn archive_path(&self, metadata: &BackupMetadata) -> PathBuf {
-        self.folder.join(format!("{}.{}", metadata.id, C::EXTENSION))
+    /// The file name of a backup's archive: `<id>.<ext>`, `.age` appended when encrypting.
+    pub(crate) fn archive_name(&self, metadata: &BackupMetadata) -> String {
+        format!("{}.{}{}", metadata.id, C::EXTENSION, self.sealing.suffix())
     }
 
     pub(crate) async fn write(
@@ -56,38 +82,101 @@ impl<C: Codec> FileArchive<C> {
         metadata: &BackupMetadata,
         ctx: &StepContext,
     ) -> Result<ArchiveInfo, ArchiveError> {
+        let staged = self.stage(metadata, |out, path| {
+            self.write_stream(out, root, metadata, path, ctx).map(|(_, sha256, bytes)| (sha256, bytes))
+        })?;
+        if ctx.is_cancelled() {
+            return Err(ArchiveError::Cancelled);
+        }
+        self.publish(staged, metadata)
+    }
+
+    /// Writes the compressed (and sealed) tar stream of `root` into `out`; returns `out`, the
+    /// archive's SHA-256 and size.
+    pub(crate) fn write_stream<W: Write>(
+        &self,
+        out: W,
+        root: &Path,
+        metadata: &BackupMetadata,
+        path: &Path,
+        ctx: &StepContext,
+    ) -> Result<(W, String, u64), ArchiveError> {
+        let digest = DigestWriter::new(out);
+        let sealed = self.sealing.wrap_writer(digest, path)?;
+        let encoder = self.codec.encoder(sealed).map_err(|e| ArchiveError::io("writing", path, e))?;
+        let tar_out = BufWriter::with_capacity(IO_BUFFER, encoder);
+        let (tar_out, _manifest) = writer::write_tar(tar_out, root, metadata, path, ctx)?;
+        let encoder = tar_out.into_inner().map_err(|e| ArchiveError::io("writing", path, e.into_error()))?;
+        let sealed = C::finish(encoder).map_err(|e| ArchiveError::io("writing", path, e))?;
+        let mut digest = sealed.finish().map_err(|e| ArchiveError::io("writing", path, e))?;
+        digest.flush().map_err(|e| ArchiveError::io("writing", path, e))?;
+        Ok(digest.finish())
+    }
+
+    /// Writes an archive under a temporary dotfile name through `fill` (given the file and the
+    /// final path), and syncs it. Dropping the result removes the temporary file.
+    pub(crate) fn stage(
+        &self,
+        metadata: &BackupMetadata,
+        fill: impl FnOnce(&mut dyn Write, &Path) -> Result<(String, u64), ArchiveError>,
+    ) -> Result<Staged, ArchiveError> {
         create_private_folder(&self.folder)?;
-        let path = self.archive_path(metadata);
+        let name = self.archive_name(metadata);
+        let path = self.folder.join(&name);
         if fs::symlink_metadata(&path).is_ok() {
             return Err(ArchiveError::AlreadyExists { path });
         }
         // A dotfile ending in `.partial`: never listed, and removed when dropped (error, cancel).
         let mut temp = tempfile::Builder::new()
-            .prefix(&format!(".{}.{}.", metadata.id, C::EXTENSION))
+            .prefix(&format!(".{name}."))
             .suffix(".partial")
             .permissions(fs::Permissions::from_mode(0o600))
             .tempfile_in(&self.folder)
             .map_err(|e| ArchiveError::io("creating a temporary file in", &self.folder, e))?;
-        {
-            let file_out = BufWriter::with_capacity(IO_BUFFER, temp.as_file_mut());
-            let encoder = self.codec.encoder(file_out).map_err(|e| ArchiveError::io("writing", &path, e))?;
-            let tar_out = BufWriter::with_capacity(IO_BUFFER, encoder);
-            let (tar_out, _manifest) = writer::write_tar(tar_out, root, metadata, &path, ctx)?;
-            let encoder = tar_out.into_inner().map_err(|e| ArchiveError::io("writing", &path, e.into_error()))?;
-            let mut file_out = C::finish(encoder).map_err(|e| ArchiveError::io("writing", &path, e))?;
+        let (sha256, bytes) = {
+            let mut file_out = BufWriter::with_capacity(IO_BUFFER, temp.as_file_mut());
+            let (sha256, bytes) = fill(&mut file_out, &path)?;
             file_out.flush().map_err(|e| ArchiveError::io("writing", &path, e))?;
-        }
+            (sha256, bytes)
+        };
         temp.as_file().sync_all().map_err(|e| ArchiveError::io("syncing", temp.path(), e))?;
-        if ctx.is_cancelled() {
-            return Err(ArchiveError::Cancelled);
-        }
+        let receipt =
+            self.sealing.is_configured().then(|| Receipt::new(&name, bytes, sha256.clone(), true, metadata.clone()));
+        Ok(Staged { temp, path, receipt, sha256, bytes })
+    }
+
+    /// Renames a staged archive into place, then its receipt: only then is it listed.
+    pub(crate) fn publish(&self, staged: Staged, metadata: &BackupMetadata) -> Result<ArchiveInfo, ArchiveError> {
+        let Staged { temp, path, receipt, .. } = staged;
+        let receipt_temp = match &receipt {
+            Some(receipt) => Some(self.stage_receipt(receipt, &path)?),
+            None => None,
+        };
         temp.persist_noclobber(&path).map_err(|e| match e.error.kind() {
             io::ErrorKind::AlreadyExists => ArchiveError::AlreadyExists { path: path.clone() },
             _ => ArchiveError::io("renaming the temporary file to", &path, e.error),
         })?;
+        if let Some(receipt_temp) = receipt_temp {
+            let receipt_path = receipt_path(&path);
+            receipt_temp
+                .persist(&receipt_path)
+                .map_err(|e| ArchiveError::io("renaming a receipt to", &receipt_path, e.error))?;
+        }
         sync_folder(&self.folder)?;
         let bytes = fs::metadata(&path).map_err(|e| ArchiveError::io("reading", &path, e))?.len();
         Ok(ArchiveInfo { metadata: metadata.clone(), path, bytes })
+    }
+
+    fn stage_receipt(&self, receipt: &Receipt, archive: &Path) -> Result<tempfile::NamedTempFile, ArchiveError> {
+        let mut temp = tempfile::Builder::new()
+            .prefix(&format!(".{}{}.", receipt.archive, receipt::SUFFIX))
+            .suffix(".partial")
+            .permissions(fs::Permissions::from_mode(0o600))
+            .tempfile_in(&self.folder)
+            .map_err(|e| ArchiveError::io("creating a temporary file in", &self.folder, e))?;
+        temp.write_all(&receipt.to_json(archive)?).map_err(|e| ArchiveError::io("writing", temp.path(), e))?;
+        temp.as_file().sync_all().map_err(|e| ArchiveError::io("syncing", temp.path(), e))?;
+        Ok(temp)
     }
 
     pub(crate) async fn list(&self) -> Result<Vec<ArchiveInfo>, ArchiveError> {
@@ -102,18 +191,26 @@ impl<C: Codec> FileArchive<C> {
             Err(e) => return Err(ArchiveError::io("listing", &self.folder, e)),
         };
         let suffix = format!(".{}", C::EXTENSION);
+        let encrypted_suffix = format!("{suffix}{}", super::sealing::ENCRYPTED_SUFFIX);
         let mut found = Vec::new();
         for item in items {
             let item = item.map_err(|e| ArchiveError::io("listing", &self.folder, e))?;
             let name = item.file_name();
             let Some(name) = name.to_str() else { continue };
             // Temporary files of unfinished writes are dotfiles: never listed.
-            if name.starts_with('.') || !name.ends_with(&suffix) {
+            if name.starts_with('.') || !(name.ends_with(&suffix) || name.ends_with(&encrypted_suffix)) {
                 continue;
             }
             let path = item.path();
+            let read = |path: &Path| {
+                if is_encrypted_name(name) {
+                    read_receipt(path).map(|r| r.metadata)
+                } else {
+                    reader::read_metadata::<C>(path)
+                }
+            };
             match fs::metadata(&path) {
-                Ok(meta) if meta.is_file() => match reader::read_metadata::<C>(&path) {
+                Ok(meta) if meta.is_file() => match read(&path) {
                     Ok(metadata) => found.push(ArchiveInfo { metadata, path, bytes: meta.len() }),
                     Err(e) => {
                         tracing::warn!(archive = %path.display(), error = %e, "skipping an unreadable archive")
@@ -140,6 +237,15 @@ impl<C: Codec> FileArchive<C> {
         let path = archive.path.clone();
         let folder = self.folder.clone();
         tokio::task::spawn_blocking(move || {
+            // The receipt first: a crash in between leaves an unlisted file, never a listed
+            // backup without its archive.
+            let receipt = receipt_path(&path);
+            match fs::remove_file(&receipt) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(ArchiveError::io("removing", &receipt, e));
+                }
+                _ => {}
+            }
             fs::remove_file(&path).map_err(|e| ArchiveError::io("removing", &path, e))?;
             sync_folder(&folder)
         })
@@ -149,9 +255,10 @@ impl<C: Codec> FileArchive<C> {
 
     pub(crate) async fn verify(&self, archive: &ArchiveInfo, ctx: &StepContext) -> Result<VerifyReport, ArchiveError> {
         let path = archive.path.clone();
+        let sealing = self.sealing.clone();
         stream::run_blocking(ctx, move |ctx| {
             let mut sink = VerifySink::new(&path);
-            let scanned = reader::scan::<C>(&path, &ctx, Phase::Verify, &mut sink)?;
+            let scanned = reader::scan::<C>(&path, &sealing, &ctx, Phase::Verify, &mut sink)?;
             Ok(VerifyReport {
                 path,
                 entries: scanned.manifest.entries.len() as u64,
@@ -170,9 +277,10 @@ impl<C: Codec> FileArchive<C> {
     ) -> Result<Manifest, ArchiveError> {
         let path = archive.path.clone();
         let target = target.to_owned();
+        let sealing = self.sealing.clone();
         stream::run_blocking(ctx, move |ctx| {
             let mut extractor = Extractor::prepare(&path, &target)?;
-            let extracted = extract_into::<C>(&path, &mut extractor, &ctx)
+            let extracted = extract_into::<C>(&path, &sealing, &mut extractor, &ctx)
                 .and_then(|manifest| extractor.finish().map(|()| manifest));
             if extracted.is_err() {
                 extractor.abandon();
@@ -183,12 +291,37 @@ impl<C: Codec> FileArchive<C> {
     }
 }
 
-fn extract_into<C: Codec>(path: &Path, extractor: &mut Extractor, ctx: &StepContext) -> Result<Manifest, ArchiveError> {
+fn extract_into<C: Codec>(
+    path: &Path,
+    sealing: &Sealing,
+    extractor: &mut Extractor,
+    ctx: &StepContext,
+) -> Result<Manifest, ArchiveError> {
     let scanned = {
         let mut sink = ExtractSink::new(path, extractor);
-        reader::scan::<C>(path, ctx, Phase::Extract, &mut sink)?
+        reader::scan::<C>(path, sealing, ctx, Phase::Extract, &mut sink)?
     };
     finish_extraction(path, extractor, &scanned.metadata, scanned.manifest)
+}
+
+/// `<archive>.json`.
+fn receipt_path(archive: &Path) -> PathBuf {
+    let mut name = archive.as_os_str().to_owned();
+    name.push(receipt::SUFFIX);
+    PathBuf::from(name)
+}
+
+/// The metadata of an encrypted archive, from its receipt.
+fn read_receipt(archive: &Path) -> Result<Receipt, ArchiveError> {
+    let path = receipt_path(archive);
+    let bytes = fs::read(&path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => ArchiveError::Corrupt {
+            archive: archive.to_owned(),
+            reason: format!("its receipt {} is missing (an unfinished write?)", path.display()),
+        },
+        _ => ArchiveError::io("reading", &path, e),
+    })?;
+    Receipt::parse(&bytes, &path)
 }
 
 /// After the content matched the manifest: the delayed symlinks, then bitbucket-diy's own files,

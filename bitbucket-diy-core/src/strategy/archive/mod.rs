@@ -14,7 +14,11 @@ mod file_archive;
 pub mod none;
 mod policy;
 mod reader;
+mod receipt;
+#[cfg(feature = "object-store")]
+pub mod remote;
 mod safe_extract;
+mod sealing;
 mod stream;
 pub mod tar_gz;
 pub mod tar_zstd;
@@ -22,8 +26,13 @@ mod tree;
 mod writer;
 
 pub use none::NoArchive;
+#[cfg(feature = "object-store")]
+pub use remote::{RemoteArchive, RemoteOptions, RemoteStore};
 pub use tar_gz::TarGzArchive;
 pub use tar_zstd::TarZstdArchive;
+
+#[cfg(feature = "encryption")]
+pub(crate) use stream::read_error;
 
 /// One stored backup.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -14,6 +14,7 @@ use crate::strategy::{ArchiveError, StepContext};
 use super::codec::Codec;
 use super::policy::{self, EntryRules};
 use super::safe_extract::{CopyError, Extractor, FileData, copy_and_hash};
+use super::sealing::{Sealing, is_encrypted_name};
 use super::stream::{self, CountingReader, IO_BUFFER, Progress};
 
 /// The metadata entry is a few hundred bytes; anything this large is not ours.
@@ -112,6 +113,7 @@ pub(crate) struct Scanned {
 /// `sink`, and checking everything against the manifest. Progress follows the compressed file.
 pub(crate) fn scan<C: Codec>(
     path: &Path,
+    sealing: &Sealing,
     ctx: &StepContext,
     phase: Phase,
     sink: &mut dyn EntrySink,
@@ -120,7 +122,20 @@ pub(crate) fn scan<C: Codec>(
     let size = file.metadata().map_err(|e| ArchiveError::io("reading", path, e))?.len();
     let progress = Progress::start(ctx, phase, Some(size));
     let counted = CountingReader::new(file, path, progress);
-    let decoder = C::decoder(BufReader::with_capacity(IO_BUFFER, counted)).map_err(|e| stream::read_error(path, e))?;
+    let encrypted = path.file_name().and_then(|n| n.to_str()).is_some_and(is_encrypted_name);
+    let plain = sealing.open_reader(encrypted, BufReader::with_capacity(IO_BUFFER, counted), path)?;
+    scan_stream::<C>(plain, path, ctx, sink)
+}
+
+/// Like [`scan`], over the archive's (decrypted) bytes from any source; `path` names the archive
+/// in errors. Reads `input` to its end.
+pub(crate) fn scan_stream<C: Codec>(
+    input: impl Read,
+    path: &Path,
+    ctx: &StepContext,
+    sink: &mut dyn EntrySink,
+) -> Result<Scanned, ArchiveError> {
+    let decoder = C::decoder(BufReader::with_capacity(IO_BUFFER, input)).map_err(|e| stream::read_error(path, e))?;
     let mut archive = tar::Archive::new(decoder);
     let unsafe_entry = |entry: &str, reason: String| ArchiveError::UnsafeEntry {
         archive: path.to_owned(),

@@ -25,6 +25,14 @@ impl TarGzArchive {
     pub fn new(folder: PathBuf, level: u32) -> Self {
         Self { inner: FileArchive::new(folder, Gzip { level }) }
     }
+
+    /// The same, with archives encrypted to `encryption`'s recipients (`<id>.<ext>.age` with a
+    /// receipt beside it) and decrypted with its identities.
+    #[cfg(feature = "encryption")]
+    pub fn encrypted(mut self, encryption: std::sync::Arc<crate::encryption::Encryption>) -> Self {
+        self.inner = self.inner.sealed(super::sealing::Sealing::age(encryption));
+        self
+    }
 }
 
 #[async_trait]

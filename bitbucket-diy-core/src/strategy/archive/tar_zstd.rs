@@ -28,6 +28,20 @@ impl TarZstdArchive {
     pub fn new(folder: PathBuf, level: i32, threads: u32) -> Self {
         Self { inner: FileArchive::new(folder, Zstd { level, threads }) }
     }
+
+    /// The same, with archives encrypted to `encryption`'s recipients (`<id>.<ext>.age` with a
+    /// receipt beside it) and decrypted with its identities.
+    #[cfg(feature = "encryption")]
+    pub fn encrypted(mut self, encryption: std::sync::Arc<crate::encryption::Encryption>) -> Self {
+        self.inner = self.inner.sealed(super::sealing::Sealing::age(encryption));
+        self
+    }
+
+    /// The files underneath, for strategies built on them (remote archives' local copies).
+    #[cfg_attr(not(feature = "object-store"), allow(dead_code))]
+    pub(crate) fn files(&self) -> &FileArchive<Zstd> {
+        &self.inner
+    }
 }
 
 #[async_trait]
