@@ -16,6 +16,26 @@ use url::Url;
 
 use crate::serde_duration::friendly;
 
+/// TOML errors quote the offending source line; one holding a password (a plain `password = …`
+/// with a typo on its line) must not carry it into a message, a log or a terminal.
+fn without_password_lines(message: &str) -> String {
+    let lines: Vec<String> = message
+        .lines()
+        .map(|line| match line.split_once(" | ") {
+            // A quoted source line: `<line number> | <text>`.
+            Some((number, text))
+                if !number.trim().is_empty()
+                    && number.trim().bytes().all(|b| b.is_ascii_digit())
+                    && text.to_ascii_lowercase().contains("password") =>
+            {
+                format!("{number} | (a line holding a password: not shown)")
+            }
+            _ => line.to_owned(),
+        })
+        .collect();
+    lines.join("\n")
+}
+
 /// Prefix of every environment variable that overrides a key: `BITBUCKET_DIY_<SECTION>_<KEY>`,
 /// e.g. `BITBUCKET_DIY_BITBUCKET_URL` or `BITBUCKET_DIY_DATABASE_PASSWORD`.
 pub const ENV_PREFIX: &str = "BITBUCKET_DIY_";
@@ -662,7 +682,10 @@ impl BackupConfig {
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<LoadedConfig, ConfigError> {
         // First pass on the text alone: errors carry the file's line and column.
-        let parse_err = |e: toml::de::Error| ConfigError::Parse { origin: origin.to_owned(), message: e.to_string() };
+        let parse_err = |e: toml::de::Error| ConfigError::Parse {
+            origin: origin.to_owned(),
+            message: without_password_lines(&e.to_string()),
+        };
         let mut table: toml::Table = toml::from_str(text).map_err(parse_err)?;
         let plain_passwords = plain_password_keys(&table);
         let from_file: BackupConfig = toml::from_str(text).map_err(parse_err)?;
@@ -983,6 +1006,18 @@ drain_timeout = "5m"
         assert!(loaded.warnings.is_empty());
         let pw = loaded.config.bitbucket.password.resolve("bitbucket.password").unwrap().unwrap();
         assert_eq!(secrecy::ExposeSecret::expose_secret(&pw), "hunter2");
+    }
+
+    #[test]
+    fn a_malformed_line_holding_a_password_is_not_quoted() {
+        for line in ["password = \"hunter2\" oops", "password = [\"hunter2\"]", "password = \"hunter2"] {
+            let text = MINIMAL.replace("password_env = \"BB_PASS\"", line);
+            let err = load(&text, &[]).unwrap_err().to_string();
+            assert!(!err.contains("hunter2"), "{err}");
+            assert!(err.contains("line 5") && err.contains("not shown"), "{err}");
+        }
+        let err = load(&MINIMAL.replace("keep = 7", "keep = 7 oops"), &[]).unwrap_err().to_string();
+        assert!(err.contains("keep = 7 oops"), "other lines are still quoted: {err}");
     }
 
     #[test]
