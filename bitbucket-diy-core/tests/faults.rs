@@ -90,6 +90,7 @@ enum Outcome {
 
 type Setup = Box<dyn FnOnce(&mut World, OrchestratorBuilder) -> OrchestratorBuilder + Send>;
 type Trigger = Box<dyn Fn(&Event) -> bool + Send + Sync>;
+type OptionChange = Box<dyn FnOnce(&mut BackupOptions) + Send>;
 
 /// One cell of the matrix.
 struct Cell {
@@ -97,7 +98,7 @@ struct Cell {
     fault: String,
     faults: Vec<Fault>,
     request_timeout: Duration,
-    options: Vec<Box<dyn FnOnce(&mut BackupOptions) + Send>>,
+    options: Vec<OptionChange>,
     setup: Option<Setup>,
     cancel_on: Option<(usize, Trigger)>,
     /// How long to wait before checking, so a request the server still holds lands first.
