@@ -19,6 +19,58 @@ use crate::serde_duration::friendly;
 mod example;
 pub use example::EXAMPLE_CONFIG;
 
+/// TOML errors quote the offending source line; one holding a password (a plain `password = …`
+/// with a typo on its line) must not carry it into a message, a log or a terminal.
+fn without_password_lines(message: &str) -> String {
+    let lines: Vec<String> = message
+        .lines()
+        .map(|line| match line.split_once(" | ") {
+            // A quoted source line: `<line number> | <text>`.
+            Some((number, text))
+                if !number.trim().is_empty()
+                    && number.trim().bytes().all(|b| b.is_ascii_digit())
+                    && text.to_ascii_lowercase().contains("password") =>
+            {
+                format!("{number} | (a line holding a password: not shown)")
+            }
+            _ => line.to_owned(),
+        })
+        .collect();
+    lines.join("\n")
+}
+
+/// A password written as a number, a boolean or a list cannot be read as a string, and serde's
+/// message would quote the value: refuse it by name, without the value. `is_string` tells, per
+/// section, whether a `password` key is there and is a string.
+fn refuse_non_string_passwords(is_string: impl Fn(&str) -> Option<bool>) -> Result<(), ConfigError> {
+    match SECTIONS.iter().find(|section| is_string(section) == Some(false)) {
+        Some(section) => Err(ConfigError::invalid(
+            format!("{section}.password"),
+            "must be a string in quotes (the value is not shown)",
+        )),
+        None => Ok(()),
+    }
+}
+
+/// serde reads an internally tagged enum (`[database]`, tagged by `type`) into a buffer first, so
+/// a value of the wrong type there is reported at the section header without its key. Reading the
+/// section again on its own names the key.
+fn database_key_hint(table: &toml::Table) -> Option<String> {
+    let mut fields = table.get("database")?.as_table()?.clone();
+    let kind = fields.remove("type")?;
+    let fields = toml::Value::Table(fields);
+    let error = match kind.as_str()? {
+        "postgresql" => fields.try_into::<PostgresConfig>().err()?,
+        "mysql" => fields.try_into::<MysqlConfig>().err()?,
+        "command" => fields.try_into::<CommandDatabaseConfig>().err()?,
+        _ => return None,
+    };
+    let text = error.to_string();
+    // A value error ends with "in `key`"; an unknown key is named by the first message already.
+    let (message, key) = text.trim_end().rsplit_once("\nin `")?;
+    Some(format!("`database.{}`: {message}", key.trim_end_matches('`')))
+}
+
 /// Prefix of every environment variable that overrides a key: `BITBUCKET_DIY_<SECTION>_<KEY>`,
 /// e.g. `BITBUCKET_DIY_BITBUCKET_URL` or `BITBUCKET_DIY_DATABASE_PASSWORD`.
 pub const ENV_PREFIX: &str = "BITBUCKET_DIY_";
@@ -790,10 +842,23 @@ impl BackupConfig {
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<LoadedConfig, ConfigError> {
         // First pass on the text alone: errors carry the file's line and column.
-        let parse_err = |e: toml::de::Error| ConfigError::Parse { origin: origin.to_owned(), message: e.to_string() };
+        let parse_err = |e: toml::de::Error| ConfigError::Parse {
+            origin: origin.to_owned(),
+            message: without_password_lines(&e.to_string()),
+        };
         let mut table: toml::Table = toml::from_str(text).map_err(parse_err)?;
+        refuse_non_string_passwords(|section| {
+            table.get(section).and_then(|t| t.get("password")).map(toml::Value::is_str)
+        })?;
         let plain_passwords = plain_password_keys(&table);
-        let from_file: BackupConfig = toml::from_str(text).map_err(parse_err)?;
+        let from_file: BackupConfig = toml::from_str(text).map_err(|e| {
+            let mut error = parse_err(e);
+            if let (ConfigError::Parse { message, .. }, Some(hint)) = (&mut error, database_key_hint(&table)) {
+                message.push('\n');
+                message.push_str(&hint);
+            }
+            error
+        })?;
 
         let overridden = apply_env_overrides(&mut table, env)?;
         let config = if overridden.is_empty() {
@@ -822,6 +887,11 @@ impl BackupConfig {
     /// Errors name the dotted key (`backup.poll_interval: unknown field …`); the JSON's line and
     /// column are left out, as the caller never saw that text.
     pub fn from_json_str(json: &str) -> Result<LoadedConfig, ConfigError> {
+        if let Ok(value) = serde_json::from_str::<serde_json::Value>(json) {
+            refuse_non_string_passwords(|section| {
+                value.get(section)?.get("password").map(serde_json::Value::is_string)
+            })?;
+        }
         let deserializer = &mut serde_json::Deserializer::from_str(json);
         let config: BackupConfig = serde_path_to_error::deserialize(deserializer).map_err(|e| {
             let inner = e.inner();
@@ -1087,7 +1157,9 @@ fn apply_env_overrides(
         if key.is_empty() {
             return Err(ConfigError::Env { var, message: "names a section, not a key".to_owned() });
         }
-        let parsed = parse_env_value(&value);
+        // A password is taken as written: `12345`, `true` or `"x"` are passwords, not TOML values.
+        let parsed =
+            if key.ends_with("password") { toml::Value::String(value.clone()) } else { parse_env_value(&value) };
         let mut section_table = table
             .entry(section)
             .or_insert_with(|| toml::Value::Table(toml::Table::new()))
@@ -1239,6 +1311,51 @@ drain_timeout = "5m"
         assert!(loaded.warnings.is_empty());
         let pw = loaded.config.bitbucket.password.resolve("bitbucket.password").unwrap().unwrap();
         assert_eq!(secrecy::ExposeSecret::expose_secret(&pw), "hunter2");
+    }
+
+    #[test]
+    fn a_malformed_line_holding_a_password_is_not_quoted() {
+        for line in ["password = \"hunter2\" oops", "password = [\"hunter2\"]", "password = \"hunter2"] {
+            let text = MINIMAL.replace("password_env = \"BB_PASS\"", line);
+            let err = load(&text, &[]).unwrap_err().to_string();
+            assert!(!err.contains("hunter2"), "{err}");
+            assert!(err.contains("password") && err.contains("not shown"), "{err}");
+        }
+        let err = load(&MINIMAL.replace("keep = 7", "keep = 7 oops"), &[]).unwrap_err().to_string();
+        assert!(err.contains("keep = 7 oops"), "other lines are still quoted: {err}");
+    }
+
+    #[test]
+    fn a_password_that_is_not_a_string_is_refused_by_name_without_its_value() {
+        let bitbucket = MINIMAL.replace("password_env = \"BB_PASS\"", "password = 98765432");
+        let database = MINIMAL.replace("host = \"db.example.com\"", "host = \"db.example.com\"\npassword = 98765432");
+        for (text, key) in [(bitbucket, "bitbucket.password"), (database, "database.password")] {
+            let err = load(&text, &[]).unwrap_err().to_string();
+            assert!(err.contains(key) && !err.contains("98765432"), "{err}");
+        }
+        let json = r#"{"bitbucket":{"url":"http://h","user":"a","password":98765432},"filesystem":{"home":"/h"},
+            "backup":{"working_folder":"/w"}}"#;
+        let err = BackupConfig::from_json_str(json).unwrap_err().to_string();
+        assert!(err.contains("bitbucket.password") && !err.contains("98765432"), "{err}");
+    }
+
+    #[test]
+    fn a_password_from_the_environment_is_taken_as_written() {
+        let text = MINIMAL.replace("password_env = \"BB_PASS\"\n", "");
+        for written in ["98765432", "true", "\"quoted\"", "[1, 2]", "x = y"] {
+            let loaded = load(&text, &[("BITBUCKET_DIY_BITBUCKET_PASSWORD", written)]).unwrap();
+            let pw = loaded.config.bitbucket.password.resolve("bitbucket.password").unwrap().unwrap();
+            assert_eq!(secrecy::ExposeSecret::expose_secret(&pw), written);
+        }
+    }
+
+    #[test]
+    fn a_wrong_value_in_database_names_its_key() {
+        for (line, key) in [("port = \"fifty\"", "database.port"), ("jobs = \"many\"", "database.jobs")] {
+            let text = MINIMAL.replace("host = \"db.example.com\"", &format!("host = \"db.example.com\"\n{line}"));
+            let err = load(&text, &[]).unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
     }
 
     #[test]

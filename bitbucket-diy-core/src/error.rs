@@ -207,6 +207,18 @@ pub enum Error {
         /// The exact command that unlocks the instance.
         unlock_command: ManualCommand,
     },
+    /// The lock request's answer was lost or unreadable, yet Bitbucket reports maintenance mode:
+    /// the request most likely locked it, and its unlock token never reached us.
+    #[error(
+        "BITBUCKET IS PROBABLY LOCKED: the lock request failed ({cause}), yet Bitbucket now reports \
+         maintenance mode: the request most likely locked it, and its unlock token never reached \
+         bitbucket-diy, which therefore cannot unlock it. A Bitbucket administrator must end \
+         maintenance mode (without the token, by restarting Bitbucket)"
+    )]
+    LockTokenLost {
+        /// How the lock request failed.
+        cause: Box<ClientError>,
+    },
     /// Local I/O failed outside a strategy.
     #[error("{action} {}: {source}", path.display())]
     Io {
@@ -233,7 +245,7 @@ impl Error {
             Error::ZeroDowntimeRefused { .. } => ErrorKind::Config,
             Error::Cancelled { .. } => ErrorKind::Cancelled,
             Error::LockedTimeout { .. } => ErrorKind::Timeout,
-            Error::LeftLocked { .. } => ErrorKind::LeftLocked,
+            Error::LeftLocked { .. } | Error::LockTokenLost { .. } => ErrorKind::LeftLocked,
             Error::Io { .. } => ErrorKind::Io,
         }
     }

@@ -114,9 +114,9 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// Total bytes of regular files.
+    /// Total bytes of regular files (saturating: a manifest read from disk may claim anything).
     pub fn total_bytes(&self) -> u64 {
-        self.entries.iter().map(|e| e.size).sum()
+        self.entries.iter().fold(0u64, |total, e| total.saturating_add(e.size))
     }
 
     /// Number of regular files.

@@ -17,6 +17,11 @@ use crate::client::{ClientError, LockOwner, UnlockToken};
 
 const MAINTENANCE_TOKEN_HEADER: &str = "X-Atlassian-Maintenance-Token";
 
+/// The largest answer read. Bitbucket's maintenance answers are a few hundred bytes and its error
+/// pages a few KB; reading an endless body from a broken proxy or a hostile server whole would
+/// exhaust memory before the request timeout ends it.
+pub(crate) const MAX_ANSWER_BYTES: usize = 1 << 20;
+
 /// What a 4xx refusal of a call means, beyond the statuses every call shares (401, 403, 404).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Refusals {
@@ -207,7 +212,7 @@ impl Inner {
         let response = request.send().await.map_err(|e| self.transport_error(&url, e))?;
         let status = response.status();
         let content_type = response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let body = response.bytes().await.map_err(|e| self.transport_error(&url, e))?.to_vec();
+        let body = self.read_answer(&url, response).await?;
         tracing::debug!(method = %call.method, path = url.path(), status = status.as_u16(), "Bitbucket answered");
         if !status.is_success() {
             let secrets = call.secrets(self);
@@ -219,6 +224,25 @@ impl Inner {
             return Err(ClientError::NotFound { url, detail });
         }
         Ok(Answer { url, body })
+    }
+
+    /// The body, up to [`MAX_ANSWER_BYTES`].
+    async fn read_answer(&self, url: &Url, mut response: reqwest::Response) -> Result<Vec<u8>, ClientError> {
+        let too_large = || ClientError::InvalidResponse {
+            url: url.clone(),
+            reason: format!("the answer is larger than {} KiB, which no Bitbucket answer is", MAX_ANSWER_BYTES / 1024),
+        };
+        if response.content_length().is_some_and(|length| length > MAX_ANSWER_BYTES as u64) {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| self.transport_error(url, e))? {
+            if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
     }
 
     /// Run `attempt` until it succeeds, fails for good, or the attempts are used up.

@@ -47,7 +47,10 @@ impl BackupOrchestrator {
         if user_cancel.is_cancelled() {
             return Err(Error::Cancelled { during: timer.current() });
         }
-        let lock = timer.run(Phase::Lock, client.lock()).await?;
+        let lock = match timer.run(Phase::Lock, client.lock()).await {
+            Ok(lock) => lock,
+            Err(e) => return Err(lock_failure(client, e).await),
+        };
         events.emit(&Event::Locked { owner: lock.owner().to_string() });
 
         // Steps see `locked_cancel`: fired by the user, by the locked-phase watchdog, or by the
@@ -224,6 +227,22 @@ impl BackupOrchestrator {
             .with_max_delay(Duration::from_secs(10))
             .with_max_times(attempts.saturating_sub(1) as usize)
             .with_jitter()
+    }
+}
+
+/// A lock request whose answer was lost or unreadable may have locked Bitbucket all the same,
+/// with a token we never saw (it is never retried, see the client): ask `/status` before calling
+/// it a plain failure, so the instance is never left locked without a word.
+async fn lock_failure(client: &MaintenanceClient, error: ClientError) -> Error {
+    use crate::error::ErrorKind;
+    let outcome_unknown =
+        matches!(error.kind(), ErrorKind::Transport | ErrorKind::Timeout | ErrorKind::InvalidResponse);
+    if !outcome_unknown {
+        return error.into();
+    }
+    match client.status().await {
+        Ok(status) if status.state == InstanceState::Maintenance => Error::LockTokenLost { cause: Box::new(error) },
+        _ => error.into(),
     }
 }
 

@@ -1,6 +1,14 @@
 //! Shared test bench: a simulator, a sample home of real git repositories, and strategies that
-//! fail on demand (fault injection for the orchestrator; the real strategies are tested apart).
+//! fail on demand (fault injection for the orchestrator; the real strategies are tested apart);
+//! real faults of the machine (a full disk, an immutable folder, an unreadable file), a
+//! cancellation fired at a chosen event, and the local PostgreSQL.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../common"]
+pub mod common {
+    pub mod names;
+    pub mod postgres;
+}
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,6 +18,7 @@ use async_trait::async_trait;
 use bitbucket_diy_core::MaintenanceClient;
 use bitbucket_diy_core::client::Drained;
 use bitbucket_diy_core::config::{FilesystemConfig, FilesystemType, InstanceType};
+use bitbucket_diy_core::events::{Event, EventSink};
 use bitbucket_diy_core::orchestrator::{BackupOrchestrator, OrchestratorBuilder};
 use bitbucket_diy_core::sample_home::{self, SampleHomeSpec};
 use bitbucket_diy_core::simulator::{Simulator, SimulatorConfig};
@@ -22,6 +31,7 @@ use bitbucket_diy_core::strategy::{
 };
 use tempfile::TempDir;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 /// One test's world: its own folder, simulator and home.
 pub struct Bench {
@@ -34,19 +44,29 @@ pub struct Bench {
 
 impl Bench {
     pub async fn new() -> Self {
+        Self::with(SampleHomeSpec::tiny(), SimulatorConfig::default()).await
+    }
+
+    /// A bench with this home and simulator (its drain delay shortened to 50 ms).
+    pub async fn with(spec: SampleHomeSpec, sim_config: SimulatorConfig) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let home = dir.path().join("home");
-        sample_home::generate(&home, &SampleHomeSpec::tiny()).unwrap();
-        let sim =
-            Simulator::start(SimulatorConfig::default().with_drain_delay(Duration::from_millis(50))).await.unwrap();
+        sample_home::generate(&home, &spec).unwrap();
+        let sim = Simulator::start(sim_config.with_drain_delay(Duration::from_millis(50))).await.unwrap();
         let working = dir.path().join("work");
         let archives = dir.path().join("archives");
         Self { dir, sim, home, working, archives }
     }
 
     pub fn client(&self) -> MaintenanceClient {
+        self.client_with_timeout(Duration::from_secs(60))
+    }
+
+    /// A client whose requests time out after `request_timeout`.
+    pub fn client_with_timeout(&self, request_timeout: Duration) -> MaintenanceClient {
         MaintenanceClient::builder(self.sim.url().as_str())
             .credentials(self.sim.user(), self.sim.password().to_owned())
+            .request_timeout(request_timeout)
             .retries(3, Duration::from_millis(10))
             .build()
             .unwrap()
@@ -146,6 +166,8 @@ pub enum StepFault {
     FailBackup,
     /// Block in backup until cancelled.
     Block,
+    /// Hang in backup, deaf to cancellation (a step that never returns).
+    Hang,
 }
 
 fn injected(name: &str) -> StrategyError {
@@ -243,6 +265,11 @@ impl<F: FilesystemStrategy> FilesystemStrategy for FaultyFilesystem<F> {
                 ctx.cancellation().cancelled().await;
                 Err(StrategyError::Cancelled)
             }
+            StepFault::Hang => {
+                self.started.notify_one();
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                Ok(StepReport::default())
+            }
             _ => self.inner.backup(ctx, drained).await,
         }
     }
@@ -252,4 +279,153 @@ impl<F: FilesystemStrategy> FilesystemStrategy for FaultyFilesystem<F> {
     async fn restore(&self, ctx: &RestoreContext, target: &HomeTarget) -> Result<StepReport, StrategyError> {
         self.inner.restore(ctx, target).await
     }
+}
+
+/// Cancels `token` when the `nth` event (1-based) matching `trigger` is emitted: a cancellation
+/// that lands inside a chosen phase of a real run.
+pub struct CancelOn {
+    trigger: Box<dyn Fn(&Event) -> bool + Send + Sync>,
+    nth: usize,
+    seen: std::sync::atomic::AtomicUsize,
+    token: CancellationToken,
+}
+
+impl CancelOn {
+    pub fn new(token: CancellationToken, nth: usize, trigger: impl Fn(&Event) -> bool + Send + Sync + 'static) -> Self {
+        Self { trigger: Box::new(trigger), nth, seen: Default::default(), token }
+    }
+}
+
+impl EventSink for CancelOn {
+    fn emit(&self, event: &Event) {
+        if (self.trigger)(event) && self.seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == self.nth {
+            self.token.cancel();
+        }
+    }
+}
+
+/// A real full disk: a tmpfs of `bytes` mounted at `path` (created), unmounted when dropped.
+/// Needs root, as the test machine gives.
+pub struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    pub fn mount(path: &Path, bytes: u64) -> Self {
+        std::fs::create_dir_all(path).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes},mode=0700"), "tmpfs"])
+            .arg(path)
+            .status()
+            .expect("mount runs");
+        assert!(status.success(), "mounting a {bytes}-byte tmpfs on {} failed: the test needs root", path.display());
+        Self(path.to_owned())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        // Lazy: a process still holding a file there must not keep the mount alive.
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// `chattr +i` on a folder: nothing can be created, renamed or removed in it, even by root.
+/// Removed again when dropped, so the temporary folder can be deleted.
+pub struct Immutable(PathBuf);
+
+impl Immutable {
+    pub fn set(path: &Path) -> Self {
+        let status = std::process::Command::new("chattr").arg("+i").arg(path).status().expect("chattr runs");
+        assert!(status.success(), "chattr +i {} failed: the test needs root on ext4/xfs/btrfs", path.display());
+        Self(path.to_owned())
+    }
+
+    /// The guard alone, for a folder a hook makes immutable later.
+    pub fn cleared_on_drop(path: &Path) -> Self {
+        Self(path.to_owned())
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr").arg("-i").arg(&self.0).status();
+    }
+}
+
+/// A regular file that even root cannot read: `/proc/1/clear_refs` (write-only, `read` answers
+/// EINVAL) bind-mounted over it. Unmounted when dropped.
+pub struct UnreadableFile(PathBuf);
+
+impl UnreadableFile {
+    /// The shell command that makes `path` unreadable (for hooks that strike between phases).
+    pub fn command(path: &Path) -> String {
+        format!("mount --bind /proc/1/clear_refs '{}'", path.display())
+    }
+
+    pub fn make(path: &Path) -> Self {
+        let status = std::process::Command::new("sh").arg("-c").arg(Self::command(path)).status().unwrap();
+        assert!(status.success(), "bind-mounting over {} failed: the test needs root", path.display());
+        Self::cleared_on_drop(path)
+    }
+
+    pub fn cleared_on_drop(path: &Path) -> Self {
+        Self(path.to_owned())
+    }
+}
+
+impl Drop for UnreadableFile {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A database of the local PostgreSQL with one table, dropped (with any other database or role
+/// registered in `cleanup`) when dropped.
+pub struct PgDatabase {
+    pub name: String,
+    pub cleanup: common::postgres::Cleanup,
+}
+
+impl PgDatabase {
+    /// A new database for `test`, holding `sql`.
+    pub fn create(test: &str, sql: &str) -> Self {
+        common::postgres::require_postgres();
+        let cleanup = common::postgres::Cleanup::default();
+        let name = cleanup.database(common::names::unique_name(test, "db"));
+        common::postgres::psql("postgres", &format!("CREATE DATABASE {};", common::postgres::ident(&name)));
+        common::postgres::psql(&name, sql);
+        Self { name, cleanup }
+    }
+
+    /// Another unique name for `purpose`, dropped with this one.
+    pub fn another_name(&self, test: &str, purpose: &str) -> String {
+        self.cleanup.database(common::names::unique_name(test, purpose))
+    }
+
+    /// The strategy's configuration for this database (superuser, no password).
+    pub fn config(&self) -> bitbucket_diy_core::config::PostgresConfig {
+        common::postgres::config(&self.name)
+    }
+}
+
+/// Pids of running `program` processes with an argument containing `needle`.
+pub fn processes_mentioning(program: &str, needle: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let args: Vec<String> =
+            raw.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        let is_program = args.first().is_some_and(|a| Path::new(a).file_name().is_some_and(|f| f == program));
+        if is_program && args.iter().any(|a| a.contains(needle)) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// `len` bytes no compressor can shrink.
+pub fn random_bytes(len: usize) -> Vec<u8> {
+    let mut bytes = vec![0u8; len];
+    getrandom::fill(&mut bytes).unwrap();
+    bytes
 }
