@@ -14,6 +14,7 @@ mod docs;
 mod mariadb;
 mod postgres;
 mod remote;
+mod signal_matrix;
 mod signals;
 mod simulate;
 mod support;
