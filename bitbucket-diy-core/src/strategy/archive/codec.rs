@@ -27,6 +27,9 @@ pub(crate) trait Codec: Copy + Send + Sync + fmt::Debug + 'static {
     fn decoder<R: BufRead>(input: R) -> io::Result<Self::Decoder<R>>;
 }
 
+/// Bytes of input per zstd worker job (see [`Zstd::encoder`]).
+const ZSTD_JOB_SIZE: u32 = 2 << 20;
+
 /// zstd, multithreaded, with a content checksum in every frame.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Zstd {
@@ -58,6 +61,10 @@ impl Codec for Zstd {
         // "successfully"; the manifest would still catch it, but later and less clearly.
         encoder.include_checksum(true)?;
         encoder.multithread(self.workers())?;
+        // zstd sizes a worker's job at four windows (8 MiB at level 3) and keeps several jobs
+        // per worker in flight: 128 MB resident for two workers. 2 MiB jobs hold it near 50 MB,
+        // with the same ratio on Bitbucket homes (measured: 194.92 MB vs 194.91 MB).
+        encoder.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB_SIZE))?;
         Ok(encoder)
     }
 

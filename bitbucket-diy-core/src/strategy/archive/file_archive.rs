@@ -83,7 +83,8 @@ impl<C: Codec> FileArchive<C> {
         ctx: &StepContext,
     ) -> Result<ArchiveInfo, ArchiveError> {
         let staged = self.stage(metadata, |out, path| {
-            self.write_stream(out, root, metadata, path, ctx).map(|(_, sha256, bytes)| (sha256, bytes))
+            let digest = self.sealing.is_configured();
+            self.write_stream(out, root, metadata, path, digest, ctx).map(|(_, sha256, bytes)| (sha256, bytes))
         })?;
         if ctx.is_cancelled() {
             return Err(ArchiveError::Cancelled);
@@ -92,16 +93,17 @@ impl<C: Codec> FileArchive<C> {
     }
 
     /// Writes the compressed (and sealed) tar stream of `root` into `out`; returns `out`, the
-    /// archive's SHA-256 and size.
+    /// archive's SHA-256 (when `digest`, else empty) and size.
     pub(crate) fn write_stream<W: Write>(
         &self,
         out: W,
         root: &Path,
         metadata: &BackupMetadata,
         path: &Path,
+        digest: bool,
         ctx: &StepContext,
     ) -> Result<(W, String, u64), ArchiveError> {
-        let digest = DigestWriter::new(out);
+        let digest = DigestWriter::new(out, digest);
         let sealed = self.sealing.wrap_writer(digest, path)?;
         let encoder = self.codec.encoder(sealed).map_err(|e| ArchiveError::io("writing", path, e))?;
         let tar_out = BufWriter::with_capacity(IO_BUFFER, encoder);

@@ -144,25 +144,30 @@ impl<W: Write> Write for SealedWriter<W> {
 /// upload is checked against.
 pub(crate) struct DigestWriter<W> {
     inner: W,
-    hasher: Sha256,
+    hasher: Option<Sha256>,
     bytes: u64,
 }
 
 impl<W: Write> DigestWriter<W> {
-    pub(crate) fn new(inner: W) -> Self {
-        Self { inner, hasher: Sha256::new(), bytes: 0 }
+    /// Counts what goes through; hashes it too when `hash` (receipts and uploads need the
+    /// SHA-256; a plain local archive is checked by its manifest and skips the cost).
+    pub(crate) fn new(inner: W, hash: bool) -> Self {
+        Self { inner, hasher: hash.then(Sha256::new), bytes: 0 }
     }
 
-    /// The inner writer, the lower-case hex SHA-256 and the byte count of what went through.
+    /// The inner writer, the lower-case hex SHA-256 (empty when not hashed) and the byte count.
     pub(crate) fn finish(self) -> (W, String, u64) {
-        (self.inner, hex::encode(self.hasher.finalize()), self.bytes)
+        let sha256 = self.hasher.map(|h| hex::encode(h.finalize())).unwrap_or_default();
+        (self.inner, sha256, self.bytes)
     }
 }
 
 impl<W: Write> Write for DigestWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(&buf[..n]);
+        }
         self.bytes += n as u64;
         Ok(n)
     }

@@ -185,16 +185,6 @@ impl<'p, R: Read> HashingReader<'p, R> {
         Self { inner, path, hasher: Sha256::new(), read: 0, progress }
     }
 
-    /// Bytes read so far.
-    pub(crate) fn bytes_read(&self) -> u64 {
-        self.read
-    }
-
-    /// The inner reader, to look past what was hashed.
-    pub(crate) fn inner_mut(&mut self) -> &mut R {
-        &mut self.inner
-    }
-
     /// Lower-case hex SHA-256 of what was read.
     pub(crate) fn finish(self) -> String {
         hex::encode(self.hasher.finalize())

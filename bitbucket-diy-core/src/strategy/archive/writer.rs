@@ -1,7 +1,10 @@
 //! Streams a working folder into a tar stream: metadata first, the tree, the manifest last.
 
-use std::io::{BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Component, Path};
+use std::sync::mpsc;
+
+use sha2::{Digest, Sha256};
 
 use tar::{EntryType, Header, HeaderMode};
 
@@ -10,12 +13,32 @@ use crate::events::Phase;
 use crate::strategy::{ArchiveError, StepContext};
 
 use super::policy;
-use super::stream::{self, HashingReader, IO_BUFFER, IoOrigin, Progress};
+use super::stream::{self, IO_BUFFER, IoOrigin, Progress};
 use super::tree::{self, TreeEntry};
+
+/// Content read ahead of the tar stream, bounded so memory stays flat: this many chunks of
+/// [`IO_BUFFER`] bytes may wait between the reading thread and the compressing one.
+const READ_AHEAD_CHUNKS: usize = 8;
+
+/// What the reading thread hands to the writing one, in archive order.
+enum Item {
+    /// A folder, symlink or file entry; a file's content follows as chunks, then `FileEnd`.
+    Entry(TreeEntry),
+    /// Part of the current file's content.
+    Chunk(Vec<u8>),
+    /// The current file is complete: its SHA-256.
+    FileEnd(String),
+    /// Reading failed (or the run was cancelled): stop.
+    Failed(ArchiveError),
+}
 
 /// Writes the tar stream of the working folder at `root` into `out` and returns `out` (the tar
 /// end marker written, the compressor not finished) with the manifest. `archive` names the
 /// archive in errors.
+///
+/// Two threads: this one builds the tar stream and feeds the compressor; a reader walks the
+/// tree, reads each file once and hashes it, READ_AHEAD_CHUNKS ahead. Reading (often from a cold
+/// cache) and hashing then overlap with compression instead of taking turns with it.
 pub(crate) fn write_tar<W: Write>(
     out: W,
     root: &Path,
@@ -25,7 +48,6 @@ pub(crate) fn write_tar<W: Write>(
 ) -> Result<(W, Manifest), ArchiveError> {
     tree::warn_if_nothing_to_archive(root, ctx);
     let total = tree::total_file_bytes(root, ctx)?;
-    let mut progress = Progress::start(ctx, Phase::Archive, Some(total));
 
     let mut builder = tar::Builder::new(out);
     // Never follow symlinks: a link in a home (to a shared drive, to /etc) is part of the backup
@@ -39,26 +61,128 @@ pub(crate) fn write_tar<W: Write>(
     let metadata_json = serde_json::to_vec_pretty(metadata).map_err(|e| json_error(archive, e))?;
     append_own_file(&mut builder, METADATA_PATH, &metadata_json, mtime, archive)?;
 
-    let mut entries = Vec::new();
-    tree::walk(root, ctx, |entry| {
-        let recorded = append_entry(&mut builder, &entry, &mut progress, archive)?;
-        entries.push(recorded);
-        Ok(())
+    let (items, inbox) = mpsc::sync_channel::<Item>(READ_AHEAD_CHUNKS);
+    let (spent, recycled) = mpsc::channel::<Vec<u8>>();
+    let entries = std::thread::scope(|scope| {
+        scope.spawn(move || read_tree(root, ctx, total, &items, &recycled));
+        let written = write_entries(&mut builder, &inbox, &spent, archive, ctx);
+        // Whatever happened here, the reader must not wait on a full channel forever.
+        drop(inbox);
+        written
     })?;
 
     let manifest = Manifest { metadata: metadata.clone(), entries };
     let manifest_json = serde_json::to_vec_pretty(&manifest).map_err(|e| json_error(archive, e))?;
     append_own_file(&mut builder, MANIFEST_PATH, &manifest_json, mtime, archive)?;
     let out = builder.into_inner().map_err(|e| write_error(archive, e))?;
-    progress.report();
     Ok((out, manifest))
+}
+
+/// The reading thread: every entry of the tree in order, files as hashed chunks.
+fn read_tree(
+    root: &Path,
+    ctx: &StepContext,
+    total: u64,
+    items: &mpsc::SyncSender<Item>,
+    recycled: &mpsc::Receiver<Vec<u8>>,
+) {
+    let mut progress = Progress::start(ctx, Phase::Archive, Some(total));
+    // A send fails only when the writer gave up; its error is the one reported.
+    let walked = tree::walk(root, ctx, |entry| {
+        let file = (entry.kind == EntryKind::File).then(|| (entry.abs.clone(), entry.meta.len()));
+        items.send(Item::Entry(entry)).map_err(|_| ArchiveError::Cancelled)?;
+        if let Some((path, size)) = file {
+            let sha256 = read_file(&path, size, &mut progress, items, recycled)?;
+            items.send(Item::FileEnd(sha256)).map_err(|_| ArchiveError::Cancelled)?;
+        }
+        Ok(())
+    });
+    match walked {
+        Ok(()) => progress.report(),
+        Err(e) => {
+            let _ = items.send(Item::Failed(e));
+        }
+    }
+}
+
+/// Sends `size` bytes of the file at `path` as chunks and returns their SHA-256; fails when the
+/// file changed size since it was listed.
+fn read_file(
+    path: &Path,
+    size: u64,
+    progress: &mut Progress,
+    items: &mpsc::SyncSender<Item>,
+    recycled: &mpsc::Receiver<Vec<u8>>,
+) -> Result<String, ArchiveError> {
+    let mut file = tree::open_no_follow(path)?;
+    let mut hasher = Sha256::new();
+    let mut left = size;
+    while left > 0 {
+        let mut chunk = recycled.try_recv().unwrap_or_else(|_| Vec::with_capacity(IO_BUFFER));
+        let want = usize::try_from(left).unwrap_or(IO_BUFFER).min(IO_BUFFER);
+        chunk.resize(want, 0);
+        let mut filled = 0;
+        while filled < want {
+            match file.read(&mut chunk[filled..]) {
+                Ok(0) => return Err(changed_size(path, size)),
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(ArchiveError::io("reading", path, e)),
+            }
+        }
+        hasher.update(&chunk);
+        left -= want as u64;
+        progress.advance(want as u64).map_err(|_| ArchiveError::Cancelled)?;
+        items.send(Item::Chunk(chunk)).map_err(|_| ArchiveError::Cancelled)?;
+    }
+    let grew = file.read(&mut [0u8; 1]).map_err(|e| ArchiveError::io("reading", path, e))? > 0;
+    if grew {
+        return Err(changed_size(path, size));
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+fn changed_size(path: &Path, size: u64) -> ArchiveError {
+    ArchiveError::io(
+        "reading",
+        path,
+        std::io::Error::other(format!(
+            "the file changed size while it was archived ({size} bytes when listed); the working \
+             folder must not change during the archive step"
+        )),
+    )
+}
+
+/// The writing side: tar headers and content in the order the reader sends them.
+fn write_entries<W: Write>(
+    builder: &mut tar::Builder<W>,
+    inbox: &mpsc::Receiver<Item>,
+    spent: &mpsc::Sender<Vec<u8>>,
+    archive: &Path,
+    ctx: &StepContext,
+) -> Result<Vec<ManifestEntry>, ArchiveError> {
+    let mut entries = Vec::new();
+    loop {
+        let entry = match inbox.recv() {
+            Ok(Item::Entry(entry)) => entry,
+            Ok(Item::Failed(e)) => return Err(e),
+            Ok(Item::Chunk(_) | Item::FileEnd(_)) => {
+                return Err(write_error(archive, std::io::Error::other("archive reader out of step")));
+            }
+            // The reader finished the tree.
+            Err(_) => return Ok(entries),
+        };
+        entries.push(append_entry(builder, entry, inbox, spent, archive, ctx)?);
+    }
 }
 
 fn append_entry<W: Write>(
     builder: &mut tar::Builder<W>,
-    entry: &TreeEntry,
-    progress: &mut Progress,
+    entry: TreeEntry,
+    inbox: &mpsc::Receiver<Item>,
+    spent: &mpsc::Sender<Vec<u8>>,
     archive: &Path,
+    ctx: &StepContext,
 ) -> Result<ManifestEntry, ArchiveError> {
     let mut header = Header::new_gnu();
     header.set_metadata_in_mode(&entry.meta, HeaderMode::Complete);
@@ -70,12 +194,12 @@ fn append_entry<W: Write>(
             header.set_entry_type(EntryType::Directory);
             header.set_size(0);
             builder.append_data(&mut header, &entry.rel, std::io::empty()).map_err(|e| write_error(archive, e))?;
-            Ok(ManifestEntry { path: entry.rel.clone(), kind: EntryKind::Dir, size: 0, sha256: None, link: None })
+            Ok(ManifestEntry { path: entry.rel, kind: EntryKind::Dir, size: 0, sha256: None, link: None })
         }
         EntryKind::Symlink => {
             let target = stored_link_target(entry.link.as_deref().unwrap_or_default());
             if let Err(reason) = policy::check_symlink_target(&entry.rel, &target) {
-                progress.ctx().warn(format!(
+                ctx.warn(format!(
                     "{} is archived as a symlink, but extraction will refuse it: {reason}",
                     entry.abs.display()
                 ));
@@ -83,47 +207,60 @@ fn append_entry<W: Write>(
             header.set_entry_type(EntryType::Symlink);
             header.set_size(0);
             builder.append_link(&mut header, &entry.rel, &target).map_err(|e| write_error(archive, e))?;
-            Ok(ManifestEntry {
-                path: entry.rel.clone(),
-                kind: EntryKind::Symlink,
-                size: 0,
-                sha256: None,
-                link: Some(target),
-            })
+            Ok(ManifestEntry { path: entry.rel, kind: EntryKind::Symlink, size: 0, sha256: None, link: Some(target) })
         }
         EntryKind::File => {
             let size = entry.meta.len();
-            let file = tree::open_no_follow(&entry.abs)?;
-            let mut reader =
-                HashingReader::new(BufReader::with_capacity(IO_BUFFER, file).take(size), &entry.abs, progress);
             header.set_entry_type(EntryType::Regular);
             header.set_size(size);
-            builder.append_data(&mut header, &entry.rel, &mut reader).map_err(|e| write_error(archive, e))?;
-            let read = reader.bytes_read();
-            let grew = reader
-                .inner_mut()
-                .get_mut()
-                .read(&mut [0u8; 1])
-                .map_err(|e| ArchiveError::io("reading", &entry.abs, e))?
-                > 0;
-            if read != size || grew {
-                return Err(ArchiveError::io(
-                    "reading",
-                    &entry.abs,
-                    std::io::Error::other(format!(
-                        "the file changed size while it was archived ({size} bytes when listed); the \
-                         working folder must not change during the archive step"
-                    )),
-                ));
+            let mut content = ChunkReader { inbox, spent, current: Vec::new(), at: 0, sha256: None, failed: None };
+            let appended = builder.append_data(&mut header, &entry.rel, &mut content);
+            if let Some(e) = content.failed.take() {
+                return Err(e);
             }
-            Ok(ManifestEntry {
-                path: entry.rel.clone(),
-                kind: EntryKind::File,
-                size,
-                sha256: Some(reader.finish()),
-                link: None,
-            })
+            appended.map_err(|e| write_error(archive, e))?;
+            let sha256 = content
+                .sha256
+                .ok_or_else(|| write_error(archive, std::io::Error::other("archive reader out of step")))?;
+            Ok(ManifestEntry { path: entry.rel, kind: EntryKind::File, size, sha256: Some(sha256), link: None })
         }
+    }
+}
+
+/// One file's content as the reader sends it, until its `FileEnd`.
+struct ChunkReader<'a> {
+    inbox: &'a mpsc::Receiver<Item>,
+    spent: &'a mpsc::Sender<Vec<u8>>,
+    current: Vec<u8>,
+    at: usize,
+    sha256: Option<String>,
+    failed: Option<ArchiveError>,
+}
+
+impl Read for ChunkReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.current.len() {
+            if self.sha256.is_some() {
+                return Ok(0);
+            }
+            match self.inbox.recv() {
+                Ok(Item::Chunk(chunk)) => {
+                    let old = std::mem::replace(&mut self.current, chunk);
+                    let _ = self.spent.send(old);
+                    self.at = 0;
+                }
+                Ok(Item::FileEnd(sha256)) => self.sha256 = Some(sha256),
+                Ok(Item::Failed(e)) => {
+                    self.failed = Some(e);
+                    return Err(std::io::Error::other("reading failed"));
+                }
+                Ok(Item::Entry(_)) | Err(_) => return Err(std::io::Error::other("archive reader out of step")),
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.at);
+        buf[..n].copy_from_slice(&self.current[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
     }
 }
 

@@ -193,13 +193,13 @@ impl RemoteArchive {
                     let staged = files.stage(&metadata, |file, path| {
                         let Some(parts) = parts.take() else { return Err(ArchiveError::Cancelled) };
                         let tee = Tee { first: file, second: parts };
-                        let (tee, sha256, bytes) = files.write_stream(tee, &root, &metadata, path, &ctx)?;
+                        let (tee, sha256, bytes) = files.write_stream(tee, &root, &metadata, path, true, &ctx)?;
                         tee.second.finish().map_err(|e| ArchiveError::io("uploading", &shown, e))?;
                         Ok((sha256, bytes))
                     })?;
                     Ok((staged.sha256.clone(), staged.bytes, Some(staged)))
                 } else {
-                    let (parts, sha256, bytes) = files.write_stream(parts, &root, &metadata, &shown, &ctx)?;
+                    let (parts, sha256, bytes) = files.write_stream(parts, &root, &metadata, &shown, true, &ctx)?;
                     parts.finish().map_err(|e| ArchiveError::io("uploading", &shown, e))?;
                     Ok((sha256, bytes, None))
                 }

@@ -1,0 +1,42 @@
+//! Times the archive step alone on an existing working folder, for profiling:
+//!
+//! ```text
+//! cargo run --release -p bitbucket-diy-core --example archive_bench -- WORKING_FOLDER ARCHIVE_FOLDER [LEVEL [THREADS]]
+//! ```
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bitbucket_diy_core::archive_format::{BackupMetadata, FORMAT_VERSION, StrategyRecord};
+use bitbucket_diy_core::events::NoEvents;
+use bitbucket_diy_core::strategy::archive::TarZstdArchive;
+use bitbucket_diy_core::strategy::{ArchiveStrategy, StepContext, WorkingFolder};
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let working = WorkingFolder::new(&args[0]);
+    let level = args.get(2).map_or(3, |l| l.parse().unwrap());
+    let threads = args.get(3).map_or(0, |t| t.parse().unwrap());
+    let archive = TarZstdArchive::new(args[1].clone().into(), level, threads);
+    let id = format!("bench-{}", std::process::id());
+    let metadata = BackupMetadata {
+        format_version: FORMAT_VERSION,
+        id: id.parse().unwrap(),
+        created_at: jiff::Timestamp::now(),
+        tool_version: "bench".into(),
+        bitbucket_version: None,
+        instance_url: None,
+        zero_downtime: false,
+        lock_window: None,
+        database: StrategyRecord::default(),
+        filesystem: StrategyRecord::default(),
+        data_stores: Vec::new(),
+    };
+    let ctx = StepContext::new(id.parse().unwrap(), working.clone(), Arc::new(NoEvents), CancellationToken::new());
+    let start = Instant::now();
+    let info = archive.write(&working, &metadata, &ctx).await.unwrap();
+    println!("{:.2} s, {} bytes, {}", start.elapsed().as_secs_f64(), info.bytes, info.path.display());
+}
