@@ -1,25 +1,13 @@
+#![warn(missing_docs)]
 //! # bitbucket-diy-core
 //!
 //! Consistent, low-downtime backups of Atlassian Bitbucket Server and Data Center, and their
 //! restore. The crate holds every decision; the `bitbucket-diy` CLI and the `bitbucket_diy`
 //! Python module are thin layers over it.
 //!
-//! - [`client::MaintenanceClient`]: the maintenance REST API (lock, start, drain, progress, unlock).
-//! - [`orchestrator::BackupOrchestrator`]: prepare → lock → drain → consistent copies → unlock →
-//!   archive → retention, with the instance unlocked on every path.
-//! - [`config::BackupConfig`]: the TOML file the CLI reads, with `BITBUCKET_DIY_*` overrides.
-//! - [`strategy`]: the database, filesystem and archive steps, as traits with built-in
-//!   implementations (`postgresql`, `mysql`, `command`, `none`; `native`, `rsync`, `command`;
-//!   `tar-zstd`, `tar-gz`, `none`). Write your own by implementing
-//!   [`strategy::DatabaseStrategy`], [`strategy::FilesystemStrategy`] or
-//!   [`strategy::ArchiveStrategy`]; `examples/custom_database.rs` is a complete one.
-//! - [`simulator`] and [`sample_home`] (feature `simulator`, on by default): a faithful fake of the
-//!   API and a generator of Bitbucket-shaped homes of real git repositories, to rehearse against.
-//! - [`migrate`]: the vendor scripts' vars file translated into a configuration; [`metrics`]: a
-//!   Prometheus textfile after every run.
-//!
 //! The user guide (installing, configuring, scheduling, restoring, troubleshooting) is in the
-//! repository's `docs/` folder; `docs/how-it-works.md` explains the phases and the lock window.
+//! repository's `docs/` folder; `docs/how-it-works.md` explains the phases and the lock window,
+//! `docs/strategies.md` what each built-in strategy promises and how to write your own.
 //!
 //! # Example: a backup and a restore, rehearsed
 //!
@@ -90,8 +78,24 @@
 //! })?;
 //! # Ok(()) }
 //! ```
-
-#![warn(missing_docs)]
+//!
+//! # What is where
+//!
+//! - [`config::BackupConfig`]: the TOML file the CLI reads, with `BITBUCKET_DIY_*` overrides;
+//!   [`migrate`] translates the vendor scripts' vars file into one.
+//! - [`strategy::DatabaseStrategy`], [`strategy::FilesystemStrategy`],
+//!   [`strategy::ArchiveStrategy`]: implement one to add a step of your own;
+//!   `examples/custom_database.rs` is a complete database strategy, run by the tests.
+//! - [`metrics`]: the Prometheus textfile written after every run; [`sample_home`] (feature
+//!   `simulator`): Bitbucket-shaped homes of real git repositories, to rehearse with.
+//! - [`client::MaintenanceClient`]: the maintenance REST API (lock, start, drain, progress, unlock).
+//! - [`orchestrator::BackupOrchestrator`]: prepare → lock → drain → consistent copies → unlock →
+//!   archive → retention, with the instance unlocked on every path.
+//! - [`strategy`]: the database, filesystem and archive steps, as traits with built-in
+//!   implementations (`postgresql`, `mysql`, `command`, `none`; `native`, `rsync`, `command`;
+//!   `tar-zstd`, `tar-gz`, `none`).
+//! - [`simulator`] (feature `simulator`, on by default): a faithful fake of the API to rehearse
+//!   against.
 
 pub mod archive_format;
 pub mod backup_id;
