@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure what the test suites need is installed and running on this machine:
 # PostgreSQL and MariaDB reachable on loopback (trust / empty root password), and the tools
-# git, rsync, zstd, GNU tar, pg_dump/pg_restore/psql, mysqldump/mysql, python3 with venv.
+# git, rsync, zstd, GNU tar, pg_dump/pg_restore/psql, mysqldump/mysql, sqlite3 (the custom strategy
+# example of docs/strategies.md), python3 with venv.
 # Installs (apt-get) and starts what is missing when run as root; otherwise says what to do.
 set -euo pipefail
 
@@ -23,6 +24,7 @@ want pg_dump postgresql-client
 want pg_restore postgresql-client
 want mysql mariadb-client
 want mysqldump mariadb-client
+want sqlite3 sqlite3
 want python3 python3
 [ -x /usr/lib/postgresql/*/bin/postgres ] 2>/dev/null || ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_packages+=(postgresql)
 [ -x /usr/sbin/mariadbd ] || need_packages+=(mariadb-server)
@@ -71,8 +73,8 @@ if ! my_ready; then
 fi
 log "MariaDB ready on 127.0.0.1:3306"
 
-for tool in git rsync zstd tar pg_dump pg_restore mysqldump mysql; do
+for tool in git rsync zstd tar pg_dump pg_restore mysqldump mysql sqlite3; do
   command -v "$tool" >/dev/null || die "$tool is still missing"
 done
 tar --version | head -n 1 | grep -q 'GNU tar' || die "tar is not GNU tar"
-log "tools present: git rsync zstd tar pg_dump pg_restore mysqldump mysql"
+log "tools present: git rsync zstd tar pg_dump pg_restore mysqldump mysql sqlite3"

@@ -836,6 +836,51 @@ impl BackupConfig {
     }
 
     /// Parse TOML text (named `origin` in errors), apply overrides from `env`, validate.
+    ///
+    /// `env` is any list of variables: the process environment (`std::env::vars()`, what
+    /// [`Self::load`] passes) or a fixed one. Variables named `BITBUCKET_DIY_<SECTION>_<KEY>`
+    /// override that key; others are ignored.
+    ///
+    /// ```
+    /// use bitbucket_diy_core::BackupConfig;
+    /// use bitbucket_diy_core::config::DatabaseConfig;
+    ///
+    /// let text = r#"
+    /// [bitbucket]
+    /// url = "https://bitbucket.example.com/bitbucket"
+    /// user = "backup-admin"
+    /// password_env = "BITBUCKET_BACKUP_PASSWORD"
+    ///
+    /// [database]
+    /// type = "postgresql"
+    /// host = "db.example.com"
+    ///
+    /// [filesystem]
+    /// home = "/var/atlassian/application-data/bitbucket"
+    ///
+    /// [archive]
+    /// folder = "/backup/bitbucket/archives"
+    ///
+    /// [backup]
+    /// working_folder = "/backup/bitbucket/work"
+    /// "#;
+    /// let env = [("BITBUCKET_DIY_ARCHIVE_KEEP".to_owned(), "14".to_owned())];
+    /// let loaded = BackupConfig::from_toml_with_env(text, "config.toml", env)?;
+    /// assert_eq!(loaded.config.archive.keep, 14);
+    /// let DatabaseConfig::Postgresql(pg) = &loaded.config.database else { unreachable!() };
+    /// assert_eq!(pg.port, 5432); // the documented default
+    ///
+    /// // A typo is an error naming the file, the key and the line, never a silent default.
+    /// let typo = text.replace("[archive]", "[archive]\nkepp = 7");
+    /// let error = BackupConfig::from_toml_with_env(&typo, "config.toml", []).unwrap_err();
+    /// assert!(error.to_string().contains("kepp") && error.to_string().contains("line 15"));
+    ///
+    /// // So is a bad override, naming the variable.
+    /// let env = [("BITBUCKET_DIY_ARCHIVE_KEEP".to_owned(), "many".to_owned())];
+    /// let error = BackupConfig::from_toml_with_env(text, "config.toml", env).unwrap_err();
+    /// assert!(error.to_string().contains("BITBUCKET_DIY_ARCHIVE_KEEP"));
+    /// # Ok::<(), bitbucket_diy_core::ConfigError>(())
+    /// ```
     pub fn from_toml_with_env(
         text: &str,
         origin: &str,

@@ -54,6 +54,47 @@ const LAST_SUCCESS: &str = "bitbucket_diy_last_success_timestamp_seconds";
 
 /// Write `metrics` to `path` atomically (temporary file, rename), keeping the previous run's
 /// last-success time when this run failed.
+///
+/// The file is world-readable (`0644`: node_exporter usually runs as another user; it holds no
+/// secret). Metric names: `bitbucket_diy_last_run_timestamp_seconds`,
+/// `bitbucket_diy_last_success_timestamp_seconds`, `bitbucket_diy_last_run_success`,
+/// `bitbucket_diy_last_run_exit_code`, `bitbucket_diy_last_run_duration_seconds`,
+/// `bitbucket_diy_last_lock_window_seconds`, `bitbucket_diy_last_archive_bytes` and, after a
+/// failure, `bitbucket_diy_last_run_error{kind="…"}`.
+///
+/// ```
+/// use std::time::Duration;
+/// use bitbucket_diy_core::ErrorKind;
+/// use bitbucket_diy_core::metrics::{RunMetrics, write_metrics};
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("bitbucket_diy.prom");
+/// let success = RunMetrics {
+///     finished_at: "2026-04-12T02:15:09Z".parse().unwrap(),
+///     duration: Duration::from_secs(42),
+///     exit_code: 0,
+///     error_kind: None,
+///     lock_window: Some(Duration::from_millis(6100)),
+///     archive_bytes: Some(73_400_320),
+/// };
+/// write_metrics(&path, &success)?;
+/// let failure = RunMetrics {
+///     finished_at: "2026-04-13T02:15:03Z".parse().unwrap(),
+///     exit_code: ErrorKind::AlreadyLocked.exit_code(),
+///     error_kind: Some(ErrorKind::AlreadyLocked),
+///     lock_window: None,
+///     archive_bytes: None,
+///     ..success
+/// };
+/// write_metrics(&path, &failure)?;
+///
+/// let text = std::fs::read_to_string(&path).unwrap();
+/// // A failed run keeps the previous success time: alert on its age.
+/// assert!(text.contains("bitbucket_diy_last_success_timestamp_seconds 1775960109\n"));
+/// assert!(text.contains("bitbucket_diy_last_run_exit_code 3\n"));
+/// assert!(text.contains(r#"bitbucket_diy_last_run_error{kind="already-locked"} 1"#));
+/// # Ok::<(), bitbucket_diy_core::Error>(())
+/// ```
 pub fn write_metrics(path: &Path, metrics: &RunMetrics) -> Result<(), Error> {
     let previous_success = std::fs::read_to_string(path).ok().and_then(|text| {
         text.lines().find_map(|l| l.strip_prefix(LAST_SUCCESS).map(str::trim).and_then(|v| v.parse::<f64>().ok()))

@@ -68,7 +68,37 @@ impl Value {
     }
 }
 
-/// Read `text` (a vars file) and produce the equivalent configuration.
+/// Read `text` (a vars file) and produce the equivalent configuration. Nothing in `text` is
+/// ever run.
+///
+/// ```
+/// use bitbucket_diy_core::BackupConfig;
+/// use bitbucket_diy_core::migrate::import_vars;
+///
+/// let vars = r#"
+/// BITBUCKET_URL=https://bitbucket.example.com
+/// BITBUCKET_HOME=/var/atlassian/application-data/bitbucket/
+/// BITBUCKET_BACKUP_USER=backup-admin
+/// BITBUCKET_BACKUP_PASS="not copied"
+/// BACKUP_DISK_TYPE=rsync
+/// BACKUP_DATABASE_TYPE=postgresql
+/// BACKUP_ARCHIVE_TYPE=tar
+/// BITBUCKET_BACKUP_ROOT=/backup/bitbucket
+/// BITBUCKET_BACKUP_ARCHIVE_ROOT=${BITBUCKET_BACKUP_ROOT}-archives
+/// POSTGRES_HOST=db.example.com
+/// KEEP_BACKUPS=7
+/// "#;
+/// let imported = import_vars(vars);
+/// assert!(imported.toml.contains(r#"folder = "/backup/bitbucket-archives""#));
+/// assert!(!imported.toml.contains("not copied"), "passwords are never copied");
+/// let warning = imported.warnings.iter().find(|w| w.variable == "BITBUCKET_BACKUP_PASS").unwrap();
+/// assert_eq!(warning.line, 5);
+///
+/// // The result is a configuration the loader accepts.
+/// let loaded = BackupConfig::from_toml_with_env(&imported.toml, "imported.toml", [])?;
+/// assert_eq!(loaded.config.archive.keep, 7);
+/// # Ok::<(), bitbucket_diy_core::ConfigError>(())
+/// ```
 pub fn import_vars(text: &str) -> ImportResult {
     let mut parser = Parser::default();
     parser.parse(text);

@@ -60,14 +60,23 @@ impl Default for DrainOptions {
 
 /// Talks to one Bitbucket instance. Cheap to clone (shares one connection pool).
 ///
-/// ```no_run
-/// # async fn run() -> Result<(), bitbucket_diy_core::ClientError> {
+/// Most callers let [`crate::orchestrator::BackupOrchestrator`] drive it. Scripts that drive
+/// maintenance mode themselves (around a storage snapshot, say) call it step by step, and must
+/// release the [`MaintenanceLock`] on every path. Here against the simulator:
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use bitbucket_diy_core::client::{DrainOptions, MaintenanceClient};
+/// use bitbucket_diy_core::simulator::{Simulator, SimulatorConfig};
 /// use tokio_util::sync::CancellationToken;
 ///
-/// let client = MaintenanceClient::builder("https://bitbucket.example.com/bitbucket")
-///     .credentials("backup-admin", "secret")
-///     .build()?;
+/// # let sim = Simulator::start(SimulatorConfig::default().with_context_path("/bitbucket")).await?;
+/// # let (url, password) = (sim.url().to_string(), sim.password().to_owned());
+/// // url = "https://bitbucket.example.com/bitbucket" for a real instance
+/// let client = MaintenanceClient::builder(url).credentials("admin", password).build()?;
+/// println!("Bitbucket {}", client.application_properties().await?.version);
+///
 /// let lock = client.lock().await?;
 /// let task = client.start_backup(lock.token()).await?;
 /// let drained = client
@@ -75,8 +84,10 @@ impl Default for DrainOptions {
 ///     .await?;
 /// // … copy the database and the home while drained …
 /// client.report_progress(lock.token(), 100).await?;
-/// let _ = (task, drained);
-/// lock.release().await.map_err(|(_, e)| e)?;
+/// let lock_window = lock.release().await.map_err(|(_lock, e)| e)?;
+/// println!("drained after {:?}, locked for {lock_window:?}", drained.waited());
+/// # let _ = task;
+/// # assert!(!sim.is_locked());
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]

@@ -78,8 +78,7 @@ impl Default for BackupOptions {
 
 /// Runs backups, restores, listings and verifications with one set of strategies.
 ///
-/// Build one with [`BackupOrchestrator::builder`] or from a configuration file with
-/// [`BackupOrchestrator::from_config`]:
+/// Build one from a configuration file with [`BackupOrchestrator::from_config`], as the CLI does:
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), bitbucket_diy_core::Error> {
@@ -90,6 +89,45 @@ impl Default for BackupOptions {
 /// let orchestrator = BackupOrchestrator::from_config(&loaded.config)?.build()?;
 /// let report = orchestrator.backup(CancellationToken::new()).await?;
 /// println!("{} written, lock window {:?}", report.archive.display(), report.lock_window);
+/// # Ok(()) }
+/// ```
+///
+/// or piece by piece with [`BackupOrchestrator::builder`], which is how a strategy of your own
+/// (see `examples/custom_database.rs`) takes part. Here against the simulator, with the database
+/// inside the home (no database strategy: `none` is the default):
+///
+/// ```
+/// use bitbucket_diy_core::MaintenanceClient;
+/// use bitbucket_diy_core::config::{FilesystemConfig, InstanceType};
+/// use bitbucket_diy_core::orchestrator::BackupOrchestrator;
+/// use bitbucket_diy_core::sample_home::{self, SampleHomeSpec};
+/// use bitbucket_diy_core::simulator::{Simulator, SimulatorConfig};
+/// use bitbucket_diy_core::strategy::archive::TarZstdArchive;
+/// use bitbucket_diy_core::strategy::filesystem::NativeCopy;
+/// use tokio_util::sync::CancellationToken;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = tempfile::tempdir()?;
+/// let home = dir.path().join("home");
+/// sample_home::generate(&home, &SampleHomeSpec::tiny())?;
+/// // `[filesystem]` as the configuration file spells it.
+/// let filesystem: FilesystemConfig = toml::from_str(&format!("home = '{}'", home.display()))?;
+///
+/// tokio::runtime::Runtime::new()?.block_on(async {
+///     let sim = Simulator::start(SimulatorConfig::default()).await?;
+///     let client = MaintenanceClient::builder(sim.url()).credentials(sim.user(), sim.password()).build()?;
+///     let orchestrator = BackupOrchestrator::builder(dir.path().join("work"))
+///         .client(client)
+///         // `false`: no separate database step, so the internal database files are copied.
+///         .filesystem(NativeCopy::from_config(&filesystem, false, InstanceType::Bitbucket)?)
+///         .archive(TarZstdArchive::new(dir.path().join("archives"), 3, 0))
+///         .with_options(|options| options.keep = 7)
+///         .build()?;
+///     let report = orchestrator.backup(CancellationToken::new()).await?;
+///     let listed = orchestrator.list_backups().await?;
+///     assert_eq!(listed[0].metadata.id, report.id);
+///     Ok::<_, Box<dyn std::error::Error>>(())
+/// })?;
 /// # Ok(()) }
 /// ```
 pub struct BackupOrchestrator {

@@ -92,6 +92,33 @@ impl Shared {
 }
 
 /// A running simulator. Dropping it (or [`Simulator::shutdown`]) stops the server.
+///
+/// Faults rehearse what a real instance does on a bad night. Here a backup task that never
+/// drains, seen through the client:
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use bitbucket_diy_core::client::{ClientError, DrainOptions};
+/// use bitbucket_diy_core::simulator::{Fault, Simulator, SimulatorConfig};
+/// use tokio_util::sync::CancellationToken;
+///
+/// let sim = Simulator::start(SimulatorConfig::default().with_fault(Fault::NeverDrain)).await?;
+/// let client = bitbucket_diy_core::MaintenanceClient::builder(sim.url())
+///     .credentials(sim.user(), sim.password())
+///     .build()?;
+/// let lock = client.lock().await?;
+/// client.start_backup(lock.token()).await?;
+/// let options = DrainOptions { poll_interval: Duration::from_millis(10), timeout: Duration::from_millis(100) };
+/// let waited = client.wait_drained(lock.token(), &options, &CancellationToken::new(), |_| {}).await;
+/// assert!(matches!(waited, Err(ClientError::DrainTimeout { .. })));
+/// assert!(sim.is_locked());
+/// lock.release().await.map_err(|(_lock, e)| e)?;
+/// assert!(!sim.is_locked());
+/// sim.shutdown().await;
+/// # Ok(()) }
+/// ```
 pub struct Simulator {
     shared: Arc<Shared>,
     url: Url,

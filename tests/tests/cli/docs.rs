@@ -1,5 +1,5 @@
-//! The documentation keeps up with the code: every configuration key is in
-//! docs/configuration.md, every command and exit code in docs/cli.md.
+//! The documentation keeps up with the code: every configuration key and its environment
+//! variable is in docs/configuration.md, every command and exit code in docs/cli.md.
 
 use std::path::PathBuf;
 
@@ -21,12 +21,7 @@ fn accepted_keys(section: &str, prefix_lines: &str) -> Vec<String> {
     let text = if section.is_empty() {
         format!("{BASE}[zz_unknown_section]\n")
     } else {
-        let header = format!("[{section}]\n");
-        if BASE.contains(&header) {
-            BASE.replace(&header, &format!("{header}{prefix_lines}zz_unknown_key = 1\n"))
-        } else {
-            format!("{BASE}{header}{prefix_lines}zz_unknown_key = 1\n")
-        }
+        probe_text(section, prefix_lines, "zz_unknown_key = 1\n")
     };
     let err = BackupConfig::from_toml_with_env(&text, "probe", []).unwrap_err().to_string();
     let expected = err.split("expected").nth(1).unwrap_or_else(|| panic!("{section}: {err}"));
@@ -35,11 +30,42 @@ fn accepted_keys(section: &str, prefix_lines: &str) -> Vec<String> {
     keys
 }
 
+/// The probe text for `section` (with `prefix_lines` in it) plus `extra` appended to that
+/// section, or a new table when `section` is a sub-table (`archive.remote`).
+fn probe_text(section: &str, prefix_lines: &str, extra: &str) -> String {
+    let header = format!("[{section}]\n");
+    if BASE.contains(&header) {
+        BASE.replace(&header, &format!("{header}{prefix_lines}{extra}"))
+    } else {
+        format!("{BASE}{header}{prefix_lines}{extra}")
+    }
+}
+
+/// `section.key` is itself a table (`backup.hooks`, `archive.remote`): the loader then answers a
+/// key inside it with its own list of accepted keys.
+fn is_table(section: &str, prefix: &str, key: &str) -> bool {
+    let text = format!("{}[{section}.{key}]\nzz_unknown_key = 1\n", probe_text(section, prefix, ""));
+    BackupConfig::from_toml_with_env(&text, "probe", [])
+        .err()
+        .is_some_and(|e| e.to_string().contains("unknown field `zz_unknown_key`"))
+}
+
+/// Whether the loader takes `BITBUCKET_DIY_<SECTION>_<KEY>` as an override of `section.key`
+/// (a value of the wrong type is still an override; an unknown field is not).
+fn env_override_is_accepted(section: &str, prefix: &str, dotted: &str) -> bool {
+    let var = bitbucket_diy_core::config::env_var_for(dotted);
+    let text = probe_text(section, prefix, "");
+    match BackupConfig::from_toml_with_env(&text, "probe", [(var, "1".to_owned())]) {
+        Ok(_) => true,
+        Err(e) => !e.to_string().contains("unknown field"),
+    }
+}
+
 #[test]
-fn every_configuration_key_is_documented() {
+fn every_configuration_key_and_its_environment_variable_is_documented() {
     let doc = doc("configuration.md");
     let mut missing = Vec::new();
-    let tables = [
+    let mut tables: Vec<(String, &str)> = [
         ("bitbucket", ""),
         ("database", "type = \"postgresql\"\n"),
         ("database", "type = \"mysql\"\n"),
@@ -47,16 +73,30 @@ fn every_configuration_key_is_documented() {
         ("filesystem", ""),
         ("archive", ""),
         ("backup", ""),
-        ("backup.hooks", ""),
-    ];
-    for (section, prefix) in tables {
-        for key in accepted_keys(section, prefix) {
-            let dotted = format!("`{section}.{key}`");
-            if !doc.contains(&dotted) {
-                missing.push(dotted);
+    ]
+    .into_iter()
+    .map(|(section, prefix)| (section.to_owned(), prefix))
+    .collect();
+    let mut checked = 0;
+    while let Some((section, prefix)) = tables.pop() {
+        for key in accepted_keys(&section, prefix) {
+            let dotted = format!("{section}.{key}");
+            checked += 1;
+            if !doc.contains(&format!("`{dotted}`")) {
+                missing.push(format!("`{dotted}`"));
+            }
+            // Sub-tables are checked key by key; their own row needs no variable.
+            if is_table(&section, prefix, &key) {
+                tables.push((dotted, ""));
+                continue;
+            }
+            let var = bitbucket_diy_core::config::env_var_for(&dotted);
+            if env_override_is_accepted(&section, prefix, &dotted) && !doc.contains(&format!("`{var}`")) {
+                missing.push(format!("`{var}`"));
             }
         }
     }
+    assert!(checked > 50, "only {checked} keys found: the probe no longer reads the loader's key lists");
     for section in accepted_keys("", "") {
         if !doc.contains(&format!("[{section}]")) {
             missing.push(format!("[{section}]"));
@@ -70,6 +110,16 @@ fn every_configuration_key_is_documented() {
         let name = path.file_name().unwrap().to_string_lossy();
         assert!(doc.contains(name.as_ref()), "search path {} not in docs/configuration.md", path.display());
     }
+}
+
+#[test]
+fn hook_keys_are_not_overridable_as_the_reference_says() {
+    // The reference marks `[backup.hooks]` keys "set in the file": the loader must agree.
+    for key in accepted_keys("backup.hooks", "") {
+        assert!(!env_override_is_accepted("backup", "", &format!("backup.hooks.{key}")), "{key}");
+    }
+    let doc = doc("configuration.md");
+    assert!(doc.contains("| `backup.hooks.before_lock` | `[]` | — (set in the file) |"));
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@ mod backup;
 mod config;
 mod demo;
 mod docs;
+mod docs_examples;
 mod mariadb;
 mod postgres;
 mod remote;
