@@ -1187,6 +1187,8 @@ fn apply_env_overrides(
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Vec<String>, ConfigError> {
     let mut used: BTreeMap<String, ()> = BTreeMap::new();
+    // Secret keys set from the environment in this pass, as `section[.sub].key`.
+    let mut set_here: Vec<String> = Vec::new();
     for (var, value) in env {
         let Some(rest) = var.strip_prefix(ENV_PREFIX) else { continue };
         if CHILD_VARIABLES.contains(&var.as_str()) {
@@ -1212,6 +1214,7 @@ fn apply_env_overrides(
             .ok_or_else(|| ConfigError::Env { var: var.clone(), message: format!("[{section}] is not a table") })?;
         // `BITBUCKET_DIY_ARCHIVE_REMOTE_URL` → `[archive.remote] url`.
         let mut key = key;
+        let mut table_path = section.to_owned();
         if let Some((sub, rest)) = SUBSECTIONS
             .iter()
             .filter(|(parent, _)| *parent == section)
@@ -1227,12 +1230,27 @@ fn apply_env_overrides(
                     message: format!("[{section}.{sub}] is not a table"),
                 })?;
             key = rest;
+            table_path = format!("{section}.{sub}");
+        }
+        // One way to give a secret replaces the file's other ways: exporting
+        // BITBUCKET_DIY_DATABASE_PASSWORD beats the file's `password_env`, as an override should,
+        // instead of failing as two sources. Two sources both set in the environment still fail.
+        if SECRET_KEYS.contains(&key.as_str()) {
+            for sibling in SECRET_KEYS.iter().filter(|s| **s != key) {
+                if !set_here.contains(&format!("{table_path}.{sibling}")) {
+                    section_table.remove(*sibling);
+                }
+            }
+            set_here.push(format!("{table_path}.{key}"));
         }
         section_table.insert(key, parsed);
         used.insert(var, ());
     }
     Ok(used.into_keys().collect())
 }
+
+/// The keys that give one secret: at most one may be set.
+const SECRET_KEYS: [&str; 3] = ["password", "password_env", "password_file"];
 
 fn parse_env_value(value: &str) -> toml::Value {
     // `x = <value>` parses numbers, booleans, arrays and quoted strings; anything else is a string.
@@ -1326,6 +1344,22 @@ drain_timeout = "5m"
         let text = MINIMAL.replace("keep = 7", "keep = \"seven\"");
         let err = load(&text, &[]).unwrap_err().to_string();
         assert!(err.contains("line 17") && err.contains("keep"), "{err}");
+    }
+
+    #[test]
+    fn a_password_from_the_environment_replaces_the_files_other_source() {
+        // The file names password_env = "BB_PASS"; exporting the override must win, not clash.
+        let loaded = load(MINIMAL, &[("BITBUCKET_DIY_BITBUCKET_PASSWORD", "from-env")]).unwrap();
+        let pw = loaded.config.bitbucket.password.resolve("bitbucket.password").unwrap().unwrap();
+        assert_eq!(secrecy::ExposeSecret::expose_secret(&pw), "from-env");
+        // Two sources both given in the environment are still refused.
+        let err = load(
+            MINIMAL,
+            &[("BITBUCKET_DIY_BITBUCKET_PASSWORD", "a"), ("BITBUCKET_DIY_BITBUCKET_PASSWORD_FILE", "/x")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("only one"), "{err}");
     }
 
     #[test]

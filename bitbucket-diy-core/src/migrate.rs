@@ -297,8 +297,14 @@ const IGNORED: &[(&str, &str)] = &[
     ("BITBUCKET_BACKUP_DB", "the working folder's layout is fixed (bitbucket-db/)"),
     ("BITBUCKET_BACKUP_HOME", "the working folder's layout is fixed (bitbucket-home/)"),
     ("BITBUCKET_BACKUP_DATA_STORES", "the working folder's layout is fixed (bitbucket-data-stores/)"),
-    ("BITBUCKET_UID", "restores keep the owners recorded in the archive; chown the new home if needed"),
-    ("BITBUCKET_GID", "restores keep the owners recorded in the archive; chown the new home if needed"),
+    (
+        "BITBUCKET_UID",
+        "restored files belong to the user running the restore: chown -R the new home to Bitbucket's user",
+    ),
+    (
+        "BITBUCKET_GID",
+        "restored files belong to the user running the restore: chown -R the new home to Bitbucket's user",
+    ),
     ("PG_PARALLEL", "database.jobs sets pg_dump -j"),
     ("PG_SNAPSHOT_OPT", "never used: --no-synchronized-snapshots is inconsistent under writes"),
     ("POSTGRESQL_SERVICE_NAME", "postgresql-fslevel is `none` plus a snapshot command"),
@@ -353,10 +359,10 @@ impl Mapper<'_> {
         if self.scalar("BITBUCKET_BACKUP_PASS").is_some() {
             self.warn(
                 "BITBUCKET_BACKUP_PASS",
-                "holds a password: not copied; export BITBUCKET_DIY_BITBUCKET_PASSWORD or set password_file",
+                "holds a password: not copied; export BITBUCKET_BACKUP_PASS for each run (password_env names it) or point password_file at an owner-only file",
             );
         }
-        out.push_str("password_env = \"BITBUCKET_DIY_BITBUCKET_PASSWORD\"\n");
+        out.push_str("password_env = \"BITBUCKET_BACKUP_PASS\"\n");
         if self.scalar("CURL_OPTIONS").is_some_and(|o| o.split_whitespace().any(|w| w == "-k" || w == "--insecure")) {
             self.warn(
                 "CURL_OPTIONS",
@@ -394,10 +400,10 @@ impl Mapper<'_> {
                 if self.scalar("PGPASSWORD").is_some() {
                     self.warn(
                         "PGPASSWORD",
-                        "holds a password: not copied; export BITBUCKET_DIY_DATABASE_PASSWORD or set password_file",
+                        "holds a password: not copied; export PGPASSWORD for each run (password_env names it) or point password_file at an owner-only file",
                     );
                 }
-                out.push_str("password_env = \"BITBUCKET_DIY_DATABASE_PASSWORD\"\n");
+                out.push_str("password_env = \"PGPASSWORD\"\n");
             }
             "mysql" => {
                 let _ = writeln!(out, "type = \"mysql\"");
@@ -411,10 +417,10 @@ impl Mapper<'_> {
                 if self.scalar("MYSQL_PASSWORD").is_some() {
                     self.warn(
                         "MYSQL_PASSWORD",
-                        "holds a password: not copied; export BITBUCKET_DIY_DATABASE_PASSWORD or set password_file",
+                        "holds a password: not copied; export MYSQL_PASSWORD for each run (password_env names it) or point password_file at an owner-only file",
                     );
                 }
-                out.push_str("password_env = \"BITBUCKET_DIY_DATABASE_PASSWORD\"\n");
+                out.push_str("password_env = \"MYSQL_PASSWORD\"\n");
                 if let Some(options) = self.get("MYSQL_BACKUP_OPTIONS") {
                     let _ = writeln!(out, "dump_options = {}", array(&options.items()));
                 }
@@ -453,11 +459,12 @@ impl Mapper<'_> {
                     .map(|fs| format!("zfs snapshot {fs}@$BITBUCKET_DIY_BACKUP_ID"))
                     .collect::<Vec<_>>()
                     .join(" && ");
-                let rollback = names
-                    .iter()
-                    .map(|fs| format!("zfs rollback -r {fs}@$BITBUCKET_DIY_BACKUP_ID"))
-                    .collect::<Vec<_>>()
-                    .join(" && ");
+                // A restore goes into a new home, never over the live one (the scripts' `zfs
+                // rollback`): left for the user to write, failing until they do.
+                let rollback = format!(
+                    "echo 'write the restore of {} @$BITBUCKET_DIY_BACKUP_ID into $BITBUCKET_DIY_TARGET_HOME (e.g. zfs clone)' >&2; exit 1",
+                    names.join(", ")
+                );
                 let _ = writeln!(
                     out,
                     "type = \"command\"\nbackup_command = {}\nrestore_command = {}\natomic_snapshot = true",
@@ -466,7 +473,8 @@ impl Mapper<'_> {
                 );
                 self.warn(
                     "BACKUP_DISK_TYPE",
-                    "zfs: written as `command` snapshots; retention of ZFS snapshots is yours (a hook)",
+                    "zfs: written as `command` snapshots; restore_command is left for you to write (a clone into the new home, \
+                     not the scripts' rollback in place); retention of ZFS snapshots is yours (a hook)",
                 );
             }
             other => {

@@ -159,6 +159,13 @@ impl ChildCommand {
     fn prepare(&self) -> Command {
         let mut cmd = Command::new(&self.program);
         cmd.args(&self.args).kill_on_drop(true).process_group(0).stdin(Stdio::null());
+        // Our own secret-bearing variables (BITBUCKET_DIY_BITBUCKET_PASSWORD, the unlock token…)
+        // never reach a tool, a hook or a user command: none of them needs ours.
+        for (key, _) in std::env::vars_os() {
+            if is_secret_variable(&key) {
+                cmd.env_remove(key);
+            }
+        }
         for key in &self.env_remove {
             cmd.env_remove(key);
         }
@@ -341,6 +348,15 @@ impl Drop for ChildSession {
     }
 }
 
+/// `BITBUCKET_DIY_*` variables that may hold a password, a token or a key.
+fn is_secret_variable(name: &OsStr) -> bool {
+    let name = name.to_string_lossy().to_ascii_uppercase();
+    name.starts_with("BITBUCKET_DIY_")
+        && ["PASSWORD", "TOKEN", "SECRET", "ACCESS_KEY", "IDENTITY"].iter().any(|word| name.contains(word))
+        && !name.ends_with("_FILE")
+        && !name.ends_with("_ENV")
+}
+
 fn kill_group(pid: Option<u32>) {
     let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()).and_then(rustix::process::Pid::from_raw) else {
         return;
@@ -384,6 +400,16 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(out.stdout_text(), "hunter2");
+    }
+
+    #[test]
+    fn our_secret_variables_are_recognised() {
+        for secret in ["BITBUCKET_DIY_BITBUCKET_PASSWORD", "BITBUCKET_DIY_DATABASE_PASSWORD", "BITBUCKET_DIY_UNLOCK_TOKEN"] {
+            assert!(is_secret_variable(OsStr::new(secret)), "{secret}");
+        }
+        for plain in ["BITBUCKET_DIY_BACKUP_ID", "BITBUCKET_DIY_DATABASE_PASSWORD_FILE", "PGPASSWORD", "PATH"] {
+            assert!(!is_secret_variable(OsStr::new(plain)), "{plain}");
+        }
     }
 
     #[tokio::test]

@@ -211,6 +211,23 @@ async fn a_hook_can_run_bitbucket_diy_again() {
     world.run(&["list"]).await.code(0).says("yes,");
 }
 
+#[tokio::test]
+async fn hooks_never_see_our_secret_variables() {
+    // The password given through BITBUCKET_DIY_BITBUCKET_PASSWORD overrides the file's
+    // password_env, and must not reach the user's hook.
+    let world = World::new().await;
+    let out = world.dir.path().join("hook-env.out");
+    let hook = format!("env > {}", out.display());
+    world.edit_config("poll_interval", &format!("hooks.after_archive = [{}]\npoll_interval", toml_string(&hook)));
+    let mut command = world.command(&["backup"]);
+    command.env_remove(crate::support::PASSWORD_VAR).env("BITBUCKET_DIY_BITBUCKET_PASSWORD", world.sim.password());
+    crate::support::run(command).await.code(0);
+    let env = std::fs::read_to_string(&out).unwrap();
+    assert!(env.contains("BITBUCKET_DIY_HOOK=after_archive"), "{env}");
+    assert!(!env.contains("BITBUCKET_DIY_BITBUCKET_PASSWORD"), "{env}");
+    assert!(!env.contains(world.sim.password()), "the hook saw the password:\n{env}");
+}
+
 fn toml_string(text: &str) -> String {
     format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
 }
