@@ -159,8 +159,8 @@ pub enum Error {
     },
     /// Another run holds the working folder.
     #[error(
-        "another backup is already running on {folder}: pid {pid} since {since}; \
-         wait for it to finish (or remove {lock_file} if that process is gone)"
+        "another backup is already running on {folder}: pid {pid} since {since}; wait for it to \
+         finish (its lock, {lock_file}, is released when that process ends, however it ends)"
     )]
     Busy {
         /// The working folder.

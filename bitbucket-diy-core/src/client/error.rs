@@ -80,7 +80,7 @@ pub enum ClientError {
         reason: String,
     },
     /// The network failed.
-    #[error("could not reach {url}: {source}")]
+    #[error("could not reach {url}: {}", causes(.source))]
     Transport {
         /// The URL called.
         url: Url,
@@ -121,6 +121,21 @@ pub enum ClientError {
     /// The wait was cancelled through its cancellation handle.
     #[error("cancelled while waiting for Bitbucket")]
     Cancelled,
+}
+
+/// reqwest's own message is "error sending request"; the reason (refused, DNS, TLS…) is in its
+/// sources. Each distinct message once, joined.
+fn causes(error: &reqwest::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
 }
 
 fn fmt_message(message: &Option<String>) -> String {
