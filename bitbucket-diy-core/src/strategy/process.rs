@@ -404,7 +404,9 @@ mod tests {
 
     #[test]
     fn our_secret_variables_are_recognised() {
-        for secret in ["BITBUCKET_DIY_BITBUCKET_PASSWORD", "BITBUCKET_DIY_DATABASE_PASSWORD", "BITBUCKET_DIY_UNLOCK_TOKEN"] {
+        for secret in
+            ["BITBUCKET_DIY_BITBUCKET_PASSWORD", "BITBUCKET_DIY_DATABASE_PASSWORD", "BITBUCKET_DIY_UNLOCK_TOKEN"]
+        {
             assert!(is_secret_variable(OsStr::new(secret)), "{secret}");
         }
         for plain in ["BITBUCKET_DIY_BACKUP_ID", "BITBUCKET_DIY_DATABASE_PASSWORD_FILE", "PGPASSWORD", "PATH"] {

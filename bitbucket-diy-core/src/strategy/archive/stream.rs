@@ -152,6 +152,19 @@ impl Progress {
         Ok(())
     }
 
+    /// The total, once it is known (it may be counted while the phase already runs).
+    pub(crate) fn set_total(&mut self, total: u64) {
+        if self.total.is_none() {
+            self.total = Some(total);
+            self.next_report_at = self.done.saturating_add(Self::step(self.total));
+        }
+    }
+
+    /// Whether the total is known.
+    pub(crate) fn has_total(&self) -> bool {
+        self.total.is_some()
+    }
+
     /// Fails when the run is cancelled.
     pub(crate) fn check_cancelled(&self) -> io::Result<()> {
         if self.ctx.is_cancelled() { Err(cancelled_io()) } else { Ok(()) }

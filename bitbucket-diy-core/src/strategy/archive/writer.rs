@@ -2,7 +2,7 @@
 
 use std::io::{Read, Write};
 use std::path::{Component, Path};
-use std::sync::mpsc;
+use std::sync::{OnceLock, mpsc};
 
 use sha2::{Digest, Sha256};
 
@@ -16,9 +16,12 @@ use super::policy;
 use super::stream::{self, IO_BUFFER, IoOrigin, Progress};
 use super::tree::{self, TreeEntry};
 
-/// Content read ahead of the tar stream, bounded so memory stays flat: this many chunks of
-/// [`IO_BUFFER`] bytes may wait between the reading thread and the compressing one.
-const READ_AHEAD_CHUNKS: usize = 8;
+/// Content read ahead of the tar stream, bounded so memory stays flat: this many batches of
+/// about [`IO_BUFFER`] bytes may wait between the reading thread and the compressing one.
+const READ_AHEAD_BATCHES: usize = 8;
+
+/// Items sent together: one thread wake-up per batch, not per small file of a home.
+const BATCH_ITEMS: usize = 512;
 
 /// What the reading thread hands to the writing one, in archive order.
 enum Item {
@@ -47,7 +50,6 @@ pub(crate) fn write_tar<W: Write>(
     ctx: &StepContext,
 ) -> Result<(W, Manifest), ArchiveError> {
     tree::warn_if_nothing_to_archive(root, ctx);
-    let total = tree::total_file_bytes(root, ctx)?;
 
     let mut builder = tar::Builder::new(out);
     // Never follow symlinks: a link in a home (to a shared drive, to /etc) is part of the backup
@@ -61,11 +63,21 @@ pub(crate) fn write_tar<W: Write>(
     let metadata_json = serde_json::to_vec_pretty(metadata).map_err(|e| json_error(archive, e))?;
     append_own_file(&mut builder, METADATA_PATH, &metadata_json, mtime, archive)?;
 
-    let (items, inbox) = mpsc::sync_channel::<Item>(READ_AHEAD_CHUNKS);
+    let (items, inbox) = mpsc::sync_channel::<Vec<Item>>(READ_AHEAD_BATCHES);
     let (spent, recycled) = mpsc::channel::<Vec<u8>>();
+    // The total (for progress) is counted beside the reading, not before it: on a cold cache the
+    // metadata walk alone takes about as long as reading the tree, and the two share its cost.
+    let total = OnceLock::new();
     let entries = std::thread::scope(|scope| {
-        scope.spawn(move || read_tree(root, ctx, total, &items, &recycled));
-        let written = write_entries(&mut builder, &inbox, &spent, archive, ctx);
+        scope.spawn(|| {
+            if let Ok(bytes) = tree::total_file_bytes(root, ctx) {
+                let _ = total.set(bytes);
+            }
+        });
+        let total = &total;
+        scope.spawn(move || read_tree(root, ctx, total, Outbox::new(items), &recycled));
+        let mut inbox = Inbox { rx: inbox, pending: std::collections::VecDeque::new() };
+        let written = write_entries(&mut builder, &mut inbox, &spent, archive, ctx);
         // Whatever happened here, the reader must not wait on a full channel forever.
         drop(inbox);
         written
@@ -82,26 +94,78 @@ pub(crate) fn write_tar<W: Write>(
 fn read_tree(
     root: &Path,
     ctx: &StepContext,
-    total: u64,
-    items: &mpsc::SyncSender<Item>,
+    total: &OnceLock<u64>,
+    mut items: Outbox,
     recycled: &mpsc::Receiver<Vec<u8>>,
 ) {
-    let mut progress = Progress::start(ctx, Phase::Archive, Some(total));
+    let mut progress = Progress::start(ctx, Phase::Archive, total.get().copied());
     // A send fails only when the writer gave up; its error is the one reported.
     let walked = tree::walk(root, ctx, |entry| {
         let file = (entry.kind == EntryKind::File).then(|| (entry.abs.clone(), entry.meta.len()));
-        items.send(Item::Entry(entry)).map_err(|_| ArchiveError::Cancelled)?;
+        items.push(Item::Entry(entry), 0)?;
         if let Some((path, size)) = file {
-            let sha256 = read_file(&path, size, &mut progress, items, recycled)?;
-            items.send(Item::FileEnd(sha256)).map_err(|_| ArchiveError::Cancelled)?;
+            if !progress.has_total()
+                && let Some(bytes) = total.get()
+            {
+                progress.set_total(*bytes);
+            }
+            let sha256 = read_file(&path, size, &mut progress, &mut items, recycled)?;
+            items.push(Item::FileEnd(sha256), 0)?;
         }
         Ok(())
-    });
+    })
+    .and_then(|()| items.flush());
     match walked {
         Ok(()) => progress.report(),
         Err(e) => {
-            let _ = items.send(Item::Failed(e));
+            let _ = items.push(Item::Failed(e), 0).and_then(|()| items.flush());
         }
+    }
+}
+
+/// The sending end: items gathered into batches of about [`IO_BUFFER`] bytes.
+struct Outbox {
+    tx: mpsc::SyncSender<Vec<Item>>,
+    batch: Vec<Item>,
+    bytes: usize,
+}
+
+impl Outbox {
+    fn new(tx: mpsc::SyncSender<Vec<Item>>) -> Self {
+        Self { tx, batch: Vec::new(), bytes: 0 }
+    }
+
+    fn push(&mut self, item: Item, bytes: usize) -> Result<(), ArchiveError> {
+        self.batch.push(item);
+        self.bytes += bytes;
+        if self.bytes >= IO_BUFFER || self.batch.len() >= BATCH_ITEMS {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), ArchiveError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        self.bytes = 0;
+        self.tx.send(std::mem::take(&mut self.batch)).map_err(|_| ArchiveError::Cancelled)
+    }
+}
+
+/// The receiving end: one item at a time out of the batches.
+struct Inbox {
+    rx: mpsc::Receiver<Vec<Item>>,
+    pending: std::collections::VecDeque<Item>,
+}
+
+impl Inbox {
+    /// The next item; `None` once the reader finished and everything was taken.
+    fn recv(&mut self) -> Option<Item> {
+        if self.pending.is_empty() {
+            self.pending.extend(self.rx.recv().ok()?);
+        }
+        self.pending.pop_front()
     }
 }
 
@@ -111,15 +175,19 @@ fn read_file(
     path: &Path,
     size: u64,
     progress: &mut Progress,
-    items: &mpsc::SyncSender<Item>,
+    items: &mut Outbox,
     recycled: &mpsc::Receiver<Vec<u8>>,
 ) -> Result<String, ArchiveError> {
     let mut file = tree::open_no_follow(path)?;
     let mut hasher = Sha256::new();
     let mut left = size;
     while left > 0 {
-        let mut chunk = recycled.try_recv().unwrap_or_else(|_| Vec::with_capacity(IO_BUFFER));
         let want = usize::try_from(left).unwrap_or(IO_BUFFER).min(IO_BUFFER);
+        // Full-size buffers are recycled; a small file's content gets an allocation of its size.
+        let mut chunk = match want {
+            IO_BUFFER => recycled.try_recv().unwrap_or_else(|_| Vec::with_capacity(IO_BUFFER)),
+            _ => Vec::with_capacity(want),
+        };
         chunk.resize(want, 0);
         let mut filled = 0;
         while filled < want {
@@ -133,7 +201,7 @@ fn read_file(
         hasher.update(&chunk);
         left -= want as u64;
         progress.advance(want as u64).map_err(|_| ArchiveError::Cancelled)?;
-        items.send(Item::Chunk(chunk)).map_err(|_| ArchiveError::Cancelled)?;
+        items.push(Item::Chunk(chunk), want)?;
     }
     let grew = file.read(&mut [0u8; 1]).map_err(|e| ArchiveError::io("reading", path, e))? > 0;
     if grew {
@@ -156,7 +224,7 @@ fn changed_size(path: &Path, size: u64) -> ArchiveError {
 /// The writing side: tar headers and content in the order the reader sends them.
 fn write_entries<W: Write>(
     builder: &mut tar::Builder<W>,
-    inbox: &mpsc::Receiver<Item>,
+    inbox: &mut Inbox,
     spent: &mpsc::Sender<Vec<u8>>,
     archive: &Path,
     ctx: &StepContext,
@@ -164,13 +232,13 @@ fn write_entries<W: Write>(
     let mut entries = Vec::new();
     loop {
         let entry = match inbox.recv() {
-            Ok(Item::Entry(entry)) => entry,
-            Ok(Item::Failed(e)) => return Err(e),
-            Ok(Item::Chunk(_) | Item::FileEnd(_)) => {
+            Some(Item::Entry(entry)) => entry,
+            Some(Item::Failed(e)) => return Err(e),
+            Some(Item::Chunk(_) | Item::FileEnd(_)) => {
                 return Err(write_error(archive, std::io::Error::other("archive reader out of step")));
             }
             // The reader finished the tree.
-            Err(_) => return Ok(entries),
+            None => return Ok(entries),
         };
         entries.push(append_entry(builder, entry, inbox, spent, archive, ctx)?);
     }
@@ -179,7 +247,7 @@ fn write_entries<W: Write>(
 fn append_entry<W: Write>(
     builder: &mut tar::Builder<W>,
     entry: TreeEntry,
-    inbox: &mpsc::Receiver<Item>,
+    inbox: &mut Inbox,
     spent: &mpsc::Sender<Vec<u8>>,
     archive: &Path,
     ctx: &StepContext,
@@ -229,7 +297,7 @@ fn append_entry<W: Write>(
 
 /// One file's content as the reader sends it, until its `FileEnd`.
 struct ChunkReader<'a> {
-    inbox: &'a mpsc::Receiver<Item>,
+    inbox: &'a mut Inbox,
     spent: &'a mpsc::Sender<Vec<u8>>,
     current: Vec<u8>,
     at: usize,
@@ -244,17 +312,19 @@ impl Read for ChunkReader<'_> {
                 return Ok(0);
             }
             match self.inbox.recv() {
-                Ok(Item::Chunk(chunk)) => {
+                Some(Item::Chunk(chunk)) => {
                     let old = std::mem::replace(&mut self.current, chunk);
-                    let _ = self.spent.send(old);
+                    if old.capacity() == IO_BUFFER {
+                        let _ = self.spent.send(old);
+                    }
                     self.at = 0;
                 }
-                Ok(Item::FileEnd(sha256)) => self.sha256 = Some(sha256),
-                Ok(Item::Failed(e)) => {
+                Some(Item::FileEnd(sha256)) => self.sha256 = Some(sha256),
+                Some(Item::Failed(e)) => {
                     self.failed = Some(e);
                     return Err(std::io::Error::other("reading failed"));
                 }
-                Ok(Item::Entry(_)) | Err(_) => return Err(std::io::Error::other("archive reader out of step")),
+                Some(Item::Entry(_)) | None => return Err(std::io::Error::other("archive reader out of step")),
             }
         }
         let n = buf.len().min(self.current.len() - self.at);
