@@ -177,6 +177,12 @@ impl Progress {
         self.ctx.progress(self.phase, self.done, self.total, Unit::Bytes);
     }
 
+    /// Reports the end of the phase: what was done is the total.
+    pub(crate) fn finish(&mut self) {
+        self.total = Some(self.done);
+        self.report();
+    }
+
     /// The context, for warnings.
     pub(crate) fn ctx(&self) -> &StepContext {
         &self.ctx

@@ -116,7 +116,8 @@ fn read_tree(
     })
     .and_then(|()| items.flush());
     match walked {
-        Ok(()) => progress.report(),
+        // Everything was read: the count is the total, even when the counting walk lost the race.
+        Ok(()) => progress.finish(),
         Err(e) => {
             let _ = items.push(Item::Failed(e), 0).and_then(|()| items.flush());
         }
