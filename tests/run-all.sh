@@ -9,7 +9,7 @@ bash tests/ensure-services.sh
 
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 echo "== cargo test --workspace"
-cargo test --workspace --locked
+cargo test --workspace --locked --no-fail-fast
 
 if [ -f bitbucket-diy-py/pyproject.toml ]; then
   echo "== Python module: build into .venv and run pytest"

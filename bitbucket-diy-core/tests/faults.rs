@@ -751,10 +751,10 @@ fn step_cells() -> Vec<Cell> {
                     .hooks(Hooks::new(HooksConfig { before_lock: vec![hook], ..HooksConfig::default() }))
             })
             .fails(K::Strategy, &["does not exist"], Lock::Released, Task::CancelledByUs),
-        Cell::new("database dump", "connection killed mid-dump")
+        Cell::new("database dump, in the lock", "connection killed mid-dump")
             .setup(|w, b| {
                 let db = PgDatabase::create("faults_killed", "CREATE TABLE t (id int); INSERT INTO t VALUES (1);");
-                let strategy = PostgresDatabase::from_config(&db.config()).unwrap();
+                let strategy = PostgresDatabase::from_config(&db.config_dump_in_lock()).unwrap();
                 let name = db.name.clone();
                 let table_lock = pg::TableLock::hold(&name, "t");
                 w.helpers.push(std::thread::spawn(move || {
@@ -773,12 +773,31 @@ fn step_cells() -> Vec<Cell> {
                 b.database(strategy)
             })
             .fails(K::Strategy, &["pg_dump", "failed"], Lock::Released, Task::CancelledByUs),
-        Cell::new("database dump", "disk full (tmpfs working folder)")
+        Cell::new("database dump, in the lock", "disk full (tmpfs working folder)")
             .setup(|w, b| {
                 // About 3 MB of incompressible rows: a dump the small disk cannot hold, beside a home
                 // copy it can.
                 let db = PgDatabase::create(
                     "faults_dump_full",
+                    "CREATE TABLE t AS SELECT g AS id, md5(random()::text) || md5(random()::text) AS v \
+                 FROM generate_series(1, 200000) g;",
+                );
+                let strategy = PostgresDatabase::from_config(&db.config_dump_in_lock()).unwrap();
+                w.keep(SmallDisk::mount(&w.bench.working, home_copy_bytes(w.home()) + 1024 * 1024));
+                w.keep(db);
+                b.database(strategy).filesystem(
+                    NativeCopy::from_config(&w.bench.filesystem_config(), true, InstanceType::Bitbucket).unwrap(),
+                )
+            })
+            .fails(K::Strategy, &["pg_dump", "No space left"], Lock::Released, Task::CancelledByUs),
+        Cell::new("database dump, after the unlock", "disk full (tmpfs working folder)")
+            .setup(|w, b| {
+                // Bitbucket already had progress 100 when the deferred dump fails: its task completed,
+                // and no archive is written.
+                // About 3 MB of incompressible rows: a dump the small disk cannot hold, beside a home
+                // copy it can.
+                let db = PgDatabase::create(
+                    "faults_late_full",
                     "CREATE TABLE t AS SELECT g AS id, md5(random()::text) || md5(random()::text) AS v \
                  FROM generate_series(1, 200000) g;",
                 );
@@ -789,7 +808,7 @@ fn step_cells() -> Vec<Cell> {
                     NativeCopy::from_config(&w.bench.filesystem_config(), true, InstanceType::Bitbucket).unwrap(),
                 )
             })
-            .fails(K::Strategy, &["pg_dump", "No space left"], Lock::Released, Task::CancelledByUs),
+            .fails(K::Strategy, &["pg_dump", "No space left"], Lock::Released, Task::Completed),
         Cell::new("home copy prepare", "unreadable source file")
             .setup(|w, b| {
                 w.keep(UnreadableFile::make(&attachment(w.home())));
@@ -885,10 +904,26 @@ fn cancel_cells() -> Vec<Cell> {
             Lock::Released,
             Task::CancelledByUs,
         ),
-        Cell::new("final copy", "cancelled while pg_dump runs")
+        Cell::new("final copy", "cancelled while the snapshot export waits on a table lock")
+            .setup(|w, b| {
+                let db = PgDatabase::create("faults_cancel_export", "CREATE TABLE t (id int); INSERT INTO t VALUES (1);");
+                let strategy = PostgresDatabase::from_config(&db.config()).unwrap();
+                let name = db.name.clone();
+                let cancel = w.cancel.clone();
+                let table_lock = pg::TableLock::hold(&name, "t");
+                w.helpers.push(std::thread::spawn(move || {
+                    pg::wait_for_blocked_client(&name, "psql");
+                    cancel.cancel();
+                    table_lock.release();
+                }));
+                w.keep(db);
+                b.database(strategy)
+            })
+            .fails(K::Cancelled, &["cancelled during backup"], Lock::Released, Task::CancelledByUs),
+        Cell::new("final copy", "cancelled while pg_dump runs in the lock")
             .setup(|w, b| {
                 let db = PgDatabase::create("faults_cancel_dump", "CREATE TABLE t (id int); INSERT INTO t VALUES (1);");
-                let strategy = PostgresDatabase::from_config(&db.config()).unwrap();
+                let strategy = PostgresDatabase::from_config(&db.config_dump_in_lock()).unwrap();
                 let name = db.name.clone();
                 let cancel = w.cancel.clone();
                 let table_lock = pg::TableLock::hold(&name, "t");

@@ -283,12 +283,18 @@ impl Drop for TableLock {
 
 /// Wait until pg_dump's connection to `database` is blocked on a lock.
 pub fn wait_for_blocked_pg_dump(database: &str) {
+    wait_for_blocked_client(database, "pg_dump");
+}
+
+/// Wait until a connection of `application` (`pg_dump`, `psql`) to `database` is blocked on a lock.
+pub fn wait_for_blocked_client(database: &str, application: &str) {
     let blocked = format!(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = {} AND application_name = 'pg_dump' \
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = {} AND application_name = {} \
          AND wait_event_type = 'Lock';",
-        literal(database)
+        literal(database),
+        literal(application)
     );
-    wait_until("pg_dump to block on the table lock", || psql("postgres", &blocked).trim() != "0");
+    wait_until(&format!("{application} to block on the table lock"), || psql("postgres", &blocked).trim() != "0");
 }
 
 /// Poll `condition` every 50 ms; fail after a generous bound (a hang, not a timing check).

@@ -405,6 +405,11 @@ impl PgDatabase {
     pub fn config(&self) -> bitbucket_diy_core::config::PostgresConfig {
         common::postgres::config(&self.name)
     }
+
+    /// The same, dumping inside the lock window (no exported snapshot).
+    pub fn config_dump_in_lock(&self) -> bitbucket_diy_core::config::PostgresConfig {
+        bitbucket_diy_core::config::PostgresConfig { dump_after_unlock: false, ..self.config() }
+    }
 }
 
 /// Pids of running `program` processes with an argument containing `needle`.
