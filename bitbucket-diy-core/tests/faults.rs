@@ -906,7 +906,8 @@ fn cancel_cells() -> Vec<Cell> {
         ),
         Cell::new("final copy", "cancelled while the snapshot export waits on a table lock")
             .setup(|w, b| {
-                let db = PgDatabase::create("faults_cancel_export", "CREATE TABLE t (id int); INSERT INTO t VALUES (1);");
+                let db =
+                    PgDatabase::create("faults_cancel_export", "CREATE TABLE t (id int); INSERT INTO t VALUES (1);");
                 let strategy = PostgresDatabase::from_config(&db.config()).unwrap();
                 let name = db.name.clone();
                 let cancel = w.cancel.clone();

@@ -1268,3 +1268,144 @@ fn snapshot(root: &Path) -> Vec<(PathBuf, String)> {
     all.sort();
     all
 }
+
+/// The tar+zstd archive, whose extraction stops right after the database folder until the early
+/// database restore into `target` has finished: so the damage found later in the archive strikes
+/// a database that is completely restored.
+#[derive(Debug)]
+struct PauseAfterDatabase {
+    inner: TarZstdArchive,
+    target: String,
+}
+
+#[async_trait::async_trait]
+impl ArchiveStrategy for PauseAfterDatabase {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn folder(&self) -> &Path {
+        self.inner.folder()
+    }
+
+    async fn write(
+        &self,
+        source: &WorkingFolder,
+        metadata: &BackupMetadata,
+        ctx: &StepContext,
+    ) -> Result<ArchiveInfo, bitbucket_diy_core::strategy::ArchiveError> {
+        self.inner.write(source, metadata, ctx).await
+    }
+
+    async fn list(&self) -> Result<Vec<ArchiveInfo>, bitbucket_diy_core::strategy::ArchiveError> {
+        self.inner.list().await
+    }
+
+    async fn remove(&self, archive: &ArchiveInfo) -> Result<(), bitbucket_diy_core::strategy::ArchiveError> {
+        self.inner.remove(archive).await
+    }
+
+    async fn verify(
+        &self,
+        archive: &ArchiveInfo,
+        ctx: &StepContext,
+    ) -> Result<bitbucket_diy_core::strategy::VerifyReport, bitbucket_diy_core::strategy::ArchiveError> {
+        self.inner.verify(archive, ctx).await
+    }
+
+    async fn extract(
+        &self,
+        archive: &ArchiveInfo,
+        target: &Path,
+        ctx: &StepContext,
+    ) -> Result<Manifest, bitbucket_diy_core::strategy::ArchiveError> {
+        self.inner.extract(archive, target, ctx).await
+    }
+
+    async fn extract_database_first(
+        &self,
+        archive: &ArchiveInfo,
+        target: &Path,
+        ctx: &StepContext,
+        database_extracted: bitbucket_diy_core::strategy::DatabaseExtracted,
+    ) -> Result<Manifest, bitbucket_diy_core::strategy::ArchiveError> {
+        let database = self.target.clone();
+        let pause = Box::new(move || {
+            database_extracted();
+            // Runs on the extraction's thread: the home waits until the database is restored. A
+            // restore that did not start before the extraction ended would never get here.
+            pg::wait_until("the database restore to load the rows", || {
+                rows_of(&database, "repository").as_deref() == Some("1")
+            });
+            pg::wait_until("pg_restore to end", || support::processes_mentioning("pg_restore", &database).is_empty());
+        });
+        self.inner.extract_database_first(archive, target, ctx, pause).await
+    }
+}
+
+/// `SELECT count(*)` of `table` in `database`; `None` while either does not exist.
+fn rows_of(database: &str, table: &str) -> Option<String> {
+    let out = std::process::Command::new("psql")
+        .args(["-X", "-q", "-At", "-h", pg::HOST, "-p", "5432", "-U", pg::SUPERUSER, "-d", database])
+        .args(["-c", &format!("SELECT count(*) FROM {}", pg::ident(table))])
+        .output()
+        .unwrap();
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// Flips one byte of the last home file in the archive (recompressed): damage found by its digest
+/// at the very end of an extraction, long after the database folder.
+fn damage_last_home_file(archive: &Path) -> String {
+    let mut tar = zstd::decode_all(&std::fs::read(archive).unwrap()[..]).unwrap();
+    let mut last = None;
+    for entry in tar::Archive::new(&tar[..]).entries().unwrap() {
+        let entry = entry.unwrap();
+        let path = entry.path().unwrap().to_string_lossy().into_owned();
+        if entry.header().entry_type().is_file() && entry.size() > 0 && path.starts_with("bitbucket-home/") {
+            last = Some((path, entry.raw_file_position()));
+        }
+    }
+    let (path, at) = last.expect("the archive holds home files");
+    tar[usize::try_from(at).unwrap()] ^= 0xff;
+    std::fs::write(archive, zstd::encode_all(&tar[..], 3).unwrap()).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damage_found_after_the_early_database_restore_drops_that_database() {
+    let bench = Bench::new().await;
+    let db = PgDatabase::create(
+        "hostile_late_damage",
+        "CREATE TABLE repository (id int PRIMARY KEY); INSERT INTO repository VALUES (1);",
+    );
+    let target = db.another_name("hostile_late_damage", "restored");
+    let orchestrator: BackupOrchestrator = bench
+        .orchestrator()
+        .database(PostgresDatabase::from_config(&db.config()).unwrap())
+        .archive(PauseAfterDatabase {
+            inner: TarZstdArchive::new(bench.archives.clone(), 3, 0),
+            target: target.clone(),
+        })
+        .build()
+        .unwrap();
+    let report = orchestrator.backup(CancellationToken::new()).await.unwrap();
+    let damaged = damage_last_home_file(&report.archive);
+
+    let home = bench.dir.path().join("restored-home");
+    let request = RestoreRequest::new(report.id.as_str(), &home, Some(target.clone()));
+    let error = orchestrator.restore(&request, CancellationToken::new()).await.unwrap_err();
+
+    assert_eq!(error.kind(), ErrorKind::Archive, "{error}");
+    let file = damaged.rsplit('/').next().unwrap();
+    assert!(error.to_string().contains(file), "the error does not name {file}: {error}");
+    assert!(!home.exists(), "the failed restore left {}", home.display());
+    let leftovers: Vec<_> = std::fs::read_dir(bench.dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".bitbucket-diy-restore-"))
+        .collect();
+    assert!(leftovers.is_empty(), "restore folders left: {leftovers:?}");
+    let exists =
+        pg::psql("postgres", &format!("SELECT count(*) FROM pg_database WHERE datname = {};", pg::literal(&target)));
+    assert_eq!(exists.trim(), "0", "the database restored from a damaged archive was kept");
+}

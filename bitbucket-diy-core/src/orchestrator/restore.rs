@@ -5,6 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ConfigError;
@@ -14,7 +15,10 @@ use crate::orchestrator::BackupOrchestrator;
 use crate::orchestrator::locked::join_results;
 use crate::orchestrator::report::{PhaseTimer, RestoreReport};
 use crate::strategy::filesystem::git_locks::remove_stale_git_locks;
-use crate::strategy::{DatabaseTarget, HomeTarget, RestoreContext, StepContext, StrategyError, WorkingFolder};
+use crate::strategy::{
+    DatabaseExtracted, DatabaseTarget, HomeTarget, RestoreContext, StepContext, StrategyError, Verification,
+    WorkingFolder,
+};
 
 /// What to restore where.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,36 +118,50 @@ impl BackupOrchestrator {
         cancel: &CancellationToken,
     ) -> Result<(crate::strategy::StepReport, crate::strategy::StepReport, Vec<PathBuf>), Error> {
         let extracted = WorkingFolder::new(scratch);
-        let ctx = StepContext::new(archive.metadata.id.clone(), extracted.clone(), self.events.clone(), cancel.clone());
-        let manifest = timer.run(Phase::Extract, self.archive.extract(archive, scratch, &ctx)).await?;
-
         let steps_cancel = cancel.child_token();
-        let rctx = RestoreContext::new(extracted, manifest.metadata.clone(), self.events.clone(), steps_cancel.clone());
-        let db = async {
-            let step = async {
-                match database {
-                    Some(target) => self.database.restore(&rctx, target).await,
-                    None => Ok(crate::strategy::StepReport::default().note("database", "restored with the home")),
-                }
-            };
-            let r = timer.run(Phase::RestoreDatabase, step).await.map_err(Error::Database);
-            if r.is_err() {
-                steps_cancel.cancel();
-            }
-            r
-        };
-        let fs = async {
-            let r = timer
+        let ctx =
+            StepContext::new(archive.metadata.id.clone(), extracted.clone(), self.events.clone(), steps_cancel.clone());
+        // The database restore starts as soon as its folder is out of the archive, while the home
+        // still is being extracted, when the strategy waits for the whole archive to check out
+        // before it reports success (`DatabaseStrategy::restores_while_extracting`).
+        let early = database.is_some() && self.database.restores_while_extracting();
+        let (database_ready, database_extracted) = oneshot::channel::<()>();
+        let (verified, verification) = watch::channel(Verification::Pending);
+        let rctx = RestoreContext::new(extracted, archive.metadata.clone(), self.events.clone(), steps_cancel.clone())
+            .while_extracting(verification);
+
+        let home_side = async {
+            let on_database: DatabaseExtracted = Box::new(move || {
+                let _ = database_ready.send(());
+            });
+            let extract = self.archive.extract_database_first(archive, scratch, &ctx, on_database);
+            let manifest = timer.run(Phase::Extract, extract).await;
+            verified.send_replace(if manifest.is_ok() { Verification::Verified } else { Verification::Failed });
+            let manifest = manifest.inspect_err(|_| steps_cancel.cancel())?;
+            let home_step = timer
                 .run(Phase::RestoreFilesystem, self.filesystem.restore(&rctx, home))
                 .await
-                .map_err(Error::Filesystem);
-            if r.is_err() {
-                steps_cancel.cancel();
-            }
-            r
+                .map_err(Error::Filesystem)
+                .inspect_err(|_| steps_cancel.cancel())?;
+            Ok((manifest, home_step))
         };
-        let (db, fs) = tokio::join!(db, fs);
-        let (database_step, filesystem_step) = join_results(db, fs)?;
+        let db = async {
+            let Some(target) = database else {
+                return Ok(crate::strategy::StepReport::default().note("database", "restored with the home"));
+            };
+            let ready = if early { database_extracted.await.is_ok() } else { rctx.source_verified().await.is_ok() };
+            if !ready {
+                // The extraction failed; its error is the one reported.
+                return Err(Error::Database(StrategyError::Cancelled));
+            }
+            timer
+                .run(Phase::RestoreDatabase, self.database.restore(&rctx, target))
+                .await
+                .map_err(Error::Database)
+                .inspect_err(|_| steps_cancel.cancel())
+        };
+        let (db, home_side) = tokio::join!(db, home_side);
+        let (database_step, (manifest, filesystem_step)) = join_results(db, home_side)?;
 
         let mut roots = vec![home.home.clone()];
         for original in &manifest.metadata.data_stores {

@@ -14,10 +14,11 @@ mod restore;
 #[cfg(feature = "testing")]
 pub mod conformance;
 
-pub use archive::{ArchiveInfo, ArchiveStrategy, VerifyReport};
+pub use archive::{ArchiveInfo, ArchiveStrategy, DatabaseExtracted, VerifyReport};
 pub use context::{StepContext, StepReport, WorkingFolder};
 pub use database::{DatabaseCapabilities, DatabaseStrategy, DeferredDump};
 pub use error::{ArchiveError, RemoteError, StrategyError};
 pub use filesystem::{FilesystemCapabilities, FilesystemStrategy};
 pub use process::{ChildCommand, ChildSession};
+pub(crate) use restore::Verification;
 pub use restore::{DatabaseTarget, HomeTarget, RestoreContext};

@@ -4,11 +4,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::archive_format::BackupMetadata;
 use crate::events::{Event, EventSink};
-use crate::strategy::WorkingFolder;
+use crate::strategy::{StrategyError, WorkingFolder};
 
 /// Handed to every restore step: the extracted backup, what it recorded, where to report.
 #[derive(Clone)]
@@ -17,6 +18,18 @@ pub struct RestoreContext {
     metadata: BackupMetadata,
     events: Arc<dyn EventSink>,
     cancel: CancellationToken,
+    verified: watch::Receiver<Verification>,
+}
+
+/// Where the extraction of the source stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verification {
+    /// Still extracting: files may be missing, and none is checked yet.
+    Pending,
+    /// Complete, every file matched the manifest.
+    Verified,
+    /// The extraction failed.
+    Failed,
 }
 
 impl std::fmt::Debug for RestoreContext {
@@ -33,7 +46,28 @@ impl RestoreContext {
         events: Arc<dyn EventSink>,
         cancel: CancellationToken,
     ) -> Self {
-        Self { source, metadata, events, cancel }
+        let (_, verified) = watch::channel(Verification::Verified);
+        Self { source, metadata, events, cancel, verified }
+    }
+
+    /// The same context for a source still being extracted; `verified` tells when that ends.
+    pub(crate) fn while_extracting(mut self, verified: watch::Receiver<Verification>) -> Self {
+        self.verified = verified;
+        self
+    }
+
+    /// Waits until the source is completely extracted and every file matched the manifest.
+    ///
+    /// A database strategy that restores while the home is still being extracted (see
+    /// [`crate::strategy::DatabaseStrategy::restores_while_extracting`]) calls this before it
+    /// reports success, and undoes its restore when it fails: `Err(Cancelled)` means the
+    /// extraction failed (its error is the one the restore reports).
+    pub async fn source_verified(&self) -> Result<(), StrategyError> {
+        let mut verified = self.verified.clone();
+        match verified.wait_for(|v| *v != Verification::Pending).await.map(|v| *v) {
+            Ok(Verification::Verified) => Ok(()),
+            _ => Err(StrategyError::Cancelled),
+        }
     }
 
     /// The extracted backup, in working-folder layout.

@@ -9,6 +9,7 @@ use crate::archive_format::{BackupMetadata, MANIFEST_PATH, METADATA_PATH, Manife
 use crate::events::Phase;
 use crate::strategy::{ArchiveError, ArchiveInfo, StepContext, VerifyReport, WorkingFolder};
 
+use super::DatabaseExtracted;
 use super::codec::Codec;
 use super::reader::{self, ExtractSink, VerifySink};
 use super::receipt::{self, Receipt};
@@ -271,21 +272,26 @@ impl<C: Codec> FileArchive<C> {
         .await
     }
 
+    /// Extracts into `target`; `database_extracted` is called once the database folder is
+    /// written (and at the latest when the extraction succeeded).
     pub(crate) async fn extract(
         &self,
         archive: &ArchiveInfo,
         target: &Path,
         ctx: &StepContext,
+        database_extracted: Option<DatabaseExtracted>,
     ) -> Result<Manifest, ArchiveError> {
         let path = archive.path.clone();
         let target = target.to_owned();
         let sealing = self.sealing.clone();
         stream::run_blocking(ctx, move |ctx| {
             let mut extractor = Extractor::prepare(&path, &target)?;
-            let extracted = extract_into::<C>(&path, &sealing, &mut extractor, &ctx)
-                .and_then(|manifest| extractor.finish().map(|()| manifest));
-            if extracted.is_err() {
-                extractor.abandon();
+            let (extracted, database_extracted) =
+                extract_into::<C>(&path, &sealing, &mut extractor, &ctx, database_extracted);
+            let extracted = extracted.and_then(|manifest| extractor.finish().map(|()| manifest));
+            match &extracted {
+                Ok(_) => database_extracted.map_or((), |callback| callback()),
+                Err(_) => extractor.abandon(),
             }
             extracted
         })
@@ -293,17 +299,19 @@ impl<C: Codec> FileArchive<C> {
     }
 }
 
+/// The extraction, and the database callback when the content did not call it.
 fn extract_into<C: Codec>(
     path: &Path,
     sealing: &Sealing,
     extractor: &mut Extractor,
     ctx: &StepContext,
-) -> Result<Manifest, ArchiveError> {
-    let scanned = {
-        let mut sink = ExtractSink::new(path, extractor);
-        reader::scan::<C>(path, sealing, ctx, Phase::Extract, &mut sink)?
-    };
-    finish_extraction(path, extractor, &scanned.metadata, scanned.manifest)
+    database_extracted: Option<DatabaseExtracted>,
+) -> (Result<Manifest, ArchiveError>, Option<DatabaseExtracted>) {
+    let mut sink = ExtractSink::new(path, extractor).on_database_extracted(database_extracted);
+    let scanned = reader::scan::<C>(path, sealing, ctx, Phase::Extract, &mut sink);
+    let database_extracted = sink.into_database_callback();
+    let extracted = scanned.and_then(|scanned| finish_extraction(path, extractor, &scanned.metadata, scanned.manifest));
+    (extracted, database_extracted)
 }
 
 /// `<archive>.json`.

@@ -59,6 +59,10 @@ pub struct VerifyReport {
     pub manifest: Manifest,
 }
 
+/// Called once an extraction has written the whole database folder (see
+/// [`ArchiveStrategy::extract_database_first`]).
+pub type DatabaseExtracted = Box<dyn FnOnce() + Send>;
+
 /// Turns a working folder into one archive and back.
 ///
 /// Implementations write under a temporary name in the destination, fsync, then rename: a file
@@ -92,6 +96,24 @@ pub trait ArchiveStrategy: Send + Sync + fmt::Debug {
     /// Extract into `target` (an empty folder), refusing entries that would escape it, and
     /// check every file against the manifest on the way.
     async fn extract(&self, archive: &ArchiveInfo, target: &Path, ctx: &StepContext) -> Result<Manifest, ArchiveError>;
+
+    /// Like [`Self::extract`], calling `database_extracted` once the database folder is complete
+    /// on disk, so that the database restore can run while the home is still being extracted.
+    /// At that moment its files are not yet checked against the manifest (which comes last): the
+    /// extraction's own result says whether they matched. The default calls it after `extract`
+    /// succeeded; the built-in tar archives, which hold the database folder first, call it as soon
+    /// as the first entry past that folder arrives.
+    async fn extract_database_first(
+        &self,
+        archive: &ArchiveInfo,
+        target: &Path,
+        ctx: &StepContext,
+        database_extracted: DatabaseExtracted,
+    ) -> Result<Manifest, ArchiveError> {
+        let manifest = self.extract(archive, target, ctx).await?;
+        database_extracted();
+        Ok(manifest)
+    }
 
     /// Find an archive by backup id, file name or path.
     async fn find(&self, name: &str) -> Result<ArchiveInfo, ArchiveError> {

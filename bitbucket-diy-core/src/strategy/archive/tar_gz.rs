@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 
 use crate::archive_format::{BackupMetadata, Manifest};
-use crate::strategy::{ArchiveError, ArchiveInfo, ArchiveStrategy, StepContext, VerifyReport, WorkingFolder};
+use crate::strategy::{
+    ArchiveError, ArchiveInfo, ArchiveStrategy, DatabaseExtracted, StepContext, VerifyReport, WorkingFolder,
+};
 
 use super::codec::{Codec, Gzip};
 use super::file_archive::FileArchive;
@@ -67,6 +69,16 @@ impl ArchiveStrategy for TarGzArchive {
     }
 
     async fn extract(&self, archive: &ArchiveInfo, target: &Path, ctx: &StepContext) -> Result<Manifest, ArchiveError> {
-        self.inner.extract(archive, target, ctx).await
+        self.inner.extract(archive, target, ctx, None).await
+    }
+
+    async fn extract_database_first(
+        &self,
+        archive: &ArchiveInfo,
+        target: &Path,
+        ctx: &StepContext,
+        database_extracted: DatabaseExtracted,
+    ) -> Result<Manifest, ArchiveError> {
+        self.inner.extract(archive, target, ctx, Some(database_extracted)).await
     }
 }

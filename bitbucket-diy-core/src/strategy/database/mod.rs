@@ -90,6 +90,14 @@ pub trait DatabaseStrategy: Send + Sync + fmt::Debug {
     /// Refuse a target that is not new or empty, before anything is extracted or written.
     async fn check_restore_target(&self, target: &DatabaseTarget) -> Result<(), StrategyError>;
 
+    /// Whether [`Self::restore`] may start once the database folder is extracted, while the home
+    /// still is. Only a strategy that awaits [`RestoreContext::source_verified`] before it reports
+    /// success, and undoes its restore when that fails, may answer `true`. The default is `false`:
+    /// `restore` starts after the whole backup is extracted and checked.
+    fn restores_while_extracting(&self) -> bool {
+        false
+    }
+
     /// Restore the dump found in `ctx.source()` into `target`.
     async fn restore(&self, ctx: &RestoreContext, target: &DatabaseTarget) -> Result<StepReport, StrategyError>;
 }

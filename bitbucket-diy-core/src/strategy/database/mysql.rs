@@ -264,6 +264,11 @@ impl DatabaseStrategy for MysqlDatabase {
         DatabaseCapabilities::default()
     }
 
+    /// The dump is read only from the database folder; success waits for the whole archive.
+    fn restores_while_extracting(&self) -> bool {
+        true
+    }
+
     /// Finds `mysqldump` and `mysql` and runs `SELECT 1` on the database.
     async fn check(&self) -> Result<(), StrategyError> {
         self.probe(&CancellationToken::new()).await
@@ -396,6 +401,13 @@ impl DatabaseStrategy for MysqlDatabase {
             .stdin_file(&dump)
             .run(cancel)
             .await;
+        // The restore may have started while the home was still being extracted: success waits
+        // for the whole archive to check out against its manifest, and a failure there undoes
+        // the restore like any other.
+        let restored = match restored {
+            Ok(_) => ctx.source_verified().await,
+            Err(e) => Err(e),
+        };
         if let Err(e) = restored {
             if created {
                 let sql = format!("DROP DATABASE IF EXISTS {}", quote_identifier(&target.database));

@@ -382,6 +382,11 @@ impl DatabaseStrategy for PostgresDatabase {
         DatabaseCapabilities::default()
     }
 
+    /// The dump is read only from the database folder; success waits for the whole archive.
+    fn restores_while_extracting(&self) -> bool {
+        true
+    }
+
     /// Finds `pg_dump` and `psql` and runs `SELECT 1` on the database.
     async fn check(&self) -> Result<(), StrategyError> {
         self.probe(&CancellationToken::new()).await
@@ -507,6 +512,13 @@ impl DatabaseStrategy for PostgresDatabase {
             .arg(&dump)
             .run(cancel)
             .await;
+        // The restore may have started while the home was still being extracted: success waits
+        // for the whole archive to check out against its manifest, and a failure there undoes
+        // the restore like any other.
+        let restored = match restored {
+            Ok(_) => ctx.source_verified().await,
+            Err(e) => Err(e),
+        };
         if let Err(e) = restored {
             if created && let Err(drop_error) = self.drop_database(&session, &target.database).await {
                 ctx.emit(crate::events::Event::Warning {
