@@ -3,6 +3,8 @@
 //! ```text
 //! cargo run --release -p bitbucket-diy-core --example archive_bench -- WORKING_FOLDER ARCHIVE_FOLDER [LEVEL [THREADS]]
 //! ```
+//!
+//! With `EXTRACT_TO=<empty or missing folder>` it then times the extraction of that archive too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::sync::Arc;
@@ -39,4 +41,9 @@ async fn main() {
     let start = Instant::now();
     let info = archive.write(&working, &metadata, &ctx).await.unwrap();
     println!("{:.2} s, {} bytes, {}", start.elapsed().as_secs_f64(), info.bytes, info.path.display());
+    if let Some(target) = std::env::var_os("EXTRACT_TO") {
+        let start = Instant::now();
+        archive.extract(&info, std::path::Path::new(&target), &ctx).await.unwrap();
+        println!("extracted in {:.2} s", start.elapsed().as_secs_f64());
+    }
 }

@@ -740,3 +740,60 @@ async fn empty_working_folder_is_archived_with_a_warning() {
     let report = archive.verify(&info, &ctx).await.unwrap();
     assert!(report.manifest.entries.is_empty());
 }
+
+/// A tmpfs of `bytes` at `path`, unmounted when dropped (the test runs as root).
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(path: &Path, bytes: u64) -> Self {
+        std::fs::create_dir_all(path).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes},mode=0700"), "tmpfs"])
+            .arg(path)
+            .status()
+            .expect("mount runs");
+        assert!(status.success(), "mounting a tmpfs on {} failed: the test needs root", path.display());
+        Self(path.to_owned())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[tokio::test]
+async fn extraction_onto_a_full_disk_fails_naming_it_and_leaves_nothing() {
+    let scratch = tempfile::tempdir().unwrap();
+    let archive = zstd_in(scratch.path());
+    let working = conformance::working_folder(scratch.path());
+    std::fs::create_dir_all(working.database_dir()).unwrap();
+    std::fs::write(working.database_dir().join("dump.sql"), b"CREATE TABLE t (id int);\n").unwrap();
+    for i in 0..40 {
+        let dir = working.home_dir().join(format!("shared/data/attachments/{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("blob.bin"), conformance::pseudo_random_bytes(i, 100 << 10)).unwrap();
+    }
+    let (ctx, _) = context(&working, "full-disk");
+    let info = archive.write(&working, &metadata("full-disk"), &ctx).await.unwrap();
+
+    // 4 MB of content onto a 1 MiB disk: the writer fails part-way.
+    let disk = scratch.path().join("small");
+    let _mounted = SmallDisk::mount(&disk, 1 << 20);
+    let target = disk.join("restore");
+    let called = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = called.clone();
+    let error = archive
+        .extract_database_first(
+            &info,
+            &target,
+            &ctx,
+            Box::new(move || flag.store(true, std::sync::atomic::Ordering::SeqCst)),
+        )
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("No space left"), "{error}");
+    assert!(called.load(std::sync::atomic::Ordering::SeqCst), "the database folder came first and was complete");
+    assert!(!target.exists(), "the half-extracted target was left behind");
+}

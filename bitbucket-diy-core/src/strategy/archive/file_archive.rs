@@ -11,7 +11,8 @@ use crate::strategy::{ArchiveError, ArchiveInfo, StepContext, VerifyReport, Work
 
 use super::DatabaseExtracted;
 use super::codec::Codec;
-use super::reader::{self, ExtractSink, VerifySink};
+use super::extract_pipeline;
+use super::reader::{self, VerifySink};
 use super::receipt::{self, Receipt};
 use super::safe_extract::Extractor;
 use super::sealing::{DigestWriter, Sealing, is_encrypted_name};
@@ -307,9 +308,9 @@ fn extract_into<C: Codec>(
     ctx: &StepContext,
     database_extracted: Option<DatabaseExtracted>,
 ) -> (Result<Manifest, ArchiveError>, Option<DatabaseExtracted>) {
-    let mut sink = ExtractSink::new(path, extractor).on_database_extracted(database_extracted);
-    let scanned = reader::scan::<C>(path, sealing, ctx, Phase::Extract, &mut sink);
-    let database_extracted = sink.into_database_callback();
+    let (scanned, database_extracted) = extract_pipeline::extract_with(path, extractor, database_extracted, |sink| {
+        reader::scan::<C>(path, sealing, ctx, Phase::Extract, sink)
+    });
     let extracted = scanned.and_then(|scanned| finish_extraction(path, extractor, &scanned.metadata, scanned.manifest));
     (extracted, database_extracted)
 }

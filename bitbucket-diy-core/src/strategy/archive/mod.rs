@@ -10,6 +10,7 @@ use crate::archive_format::{BackupMetadata, Manifest};
 use crate::strategy::{ArchiveError, StepContext, WorkingFolder};
 
 mod codec;
+mod extract_pipeline;
 mod file_archive;
 pub mod none;
 mod policy;

@@ -9,7 +9,7 @@ use crate::archive_format::{
     BackupMetadata, EntryKind, FORMAT_VERSION, MANIFEST_PATH, METADATA_PATH, Manifest, ManifestEntry,
 };
 use crate::events::Phase;
-use crate::strategy::{ArchiveError, DatabaseExtracted, StepContext, WorkingFolder};
+use crate::strategy::{ArchiveError, StepContext};
 
 use super::codec::Codec;
 use super::policy::{self, EntryRules};
@@ -314,59 +314,17 @@ impl EntrySink for VerifySink {
 pub(crate) struct ExtractSink<'e> {
     archive: std::path::PathBuf,
     extractor: &'e mut Extractor,
-    database: DatabaseWatch,
 }
 
 impl<'e> ExtractSink<'e> {
     /// Extracts the archive at `archive` through `extractor`.
     pub(crate) fn new(archive: &Path, extractor: &'e mut Extractor) -> Self {
-        Self { archive: archive.to_owned(), extractor, database: DatabaseWatch::default() }
-    }
-
-    /// Calls `database_extracted` at the first entry past a complete database folder.
-    pub(crate) fn on_database_extracted(mut self, database_extracted: Option<DatabaseExtracted>) -> Self {
-        self.database.callback = database_extracted;
-        self
-    }
-
-    /// The callback, if it has not been called (the caller calls it once the extraction is done).
-    pub(crate) fn into_database_callback(self) -> Option<DatabaseExtracted> {
-        self.database.callback
-    }
-}
-
-/// Watches the entries go by for the end of the database folder, which the built-in archives
-/// write first. Symlinks are created only at the end of an extraction, so a database folder that
-/// holds one is complete only then.
-#[derive(Default)]
-struct DatabaseWatch {
-    callback: Option<DatabaseExtracted>,
-    seen: bool,
-    has_symlink: bool,
-}
-
-impl DatabaseWatch {
-    fn entry(&mut self, path: &str, symlink: bool) {
-        if self.callback.is_none() {
-            return;
-        }
-        let database = WorkingFolder::DATABASE;
-        let inside = path == database || path.strip_prefix(database).is_some_and(|rest| rest.starts_with('/'));
-        if inside {
-            self.seen = true;
-            self.has_symlink |= symlink;
-        } else if self.seen
-            && !self.has_symlink
-            && let Some(callback) = self.callback.take()
-        {
-            callback();
-        }
+        Self { archive: archive.to_owned(), extractor }
     }
 }
 
 impl EntrySink for ExtractSink<'_> {
     fn folder(&mut self, path: &str, mode: u32, mtime: i64) -> Result<(), ArchiveError> {
-        self.database.entry(path, false);
         self.extractor.folder(path, mode, mtime)
     }
 
@@ -378,7 +336,6 @@ impl EntrySink for ExtractSink<'_> {
         size: u64,
         data: &mut dyn Read,
     ) -> Result<String, ArchiveError> {
-        self.database.entry(path, false);
         let archive = &self.archive;
         let read_error = |e| stream::read_error(archive, e);
         let data = FileData { reader: data, size, read_error: &read_error, progress: None };
@@ -386,7 +343,6 @@ impl EntrySink for ExtractSink<'_> {
     }
 
     fn symlink(&mut self, path: &str, target: &str, mtime: i64) -> Result<(), ArchiveError> {
-        self.database.entry(path, true);
         self.extractor.symlink(path, target, mtime);
         Ok(())
     }

@@ -251,17 +251,7 @@ impl Extractor {
         data: FileData<'_>,
     ) -> Result<String, ArchiveError> {
         let FileData { reader, size, read_error, progress } = data;
-        let (parent, name) = split_parent(path);
-        let dir = self.parent_fd(path, parent)?;
-        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let fd = match rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(0o600)) {
-            Ok(fd) => fd,
-            Err(Errno::EXIST) => {
-                return Err(self.unsafe_entry(path, "an entry of the same name exists already"));
-            }
-            Err(e) => return Err(self.io_error(path, e.into())),
-        };
-        let mut file = File::from(fd);
+        let mut file = self.create_file(path)?;
         let mut buf = std::mem::take(&mut self.buf);
         let copied = copy_and_hash(reader, size, &mut file, &mut buf, progress);
         self.buf = buf;
@@ -276,9 +266,32 @@ impl Extractor {
                 ));
             }
         };
-        rustix::fs::fchmod(&file, restored_mode(mode)).map_err(|e| self.io_error(path, e.into()))?;
-        rustix::fs::futimens(&file, &mtime_only(mtime)).map_err(|e| self.io_error(path, e.into()))?;
+        self.close_file(path, &file, mode, mtime)?;
         Ok(sha256)
+    }
+
+    /// Creates the regular file `path`, owner-only, for its content to be written: never over
+    /// anything that exists, never through a symlink.
+    pub(crate) fn create_file(&mut self, path: &str) -> Result<File, ArchiveError> {
+        let (parent, name) = split_parent(path);
+        let dir = self.parent_fd(path, parent)?;
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        match rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(0o600)) {
+            Ok(fd) => Ok(File::from(fd)),
+            Err(Errno::EXIST) => Err(self.unsafe_entry(path, "an entry of the same name exists already")),
+            Err(e) => Err(self.io_error(path, e.into())),
+        }
+    }
+
+    /// Gives a written file its mode and time.
+    pub(crate) fn close_file(&self, path: &str, file: &File, mode: u32, mtime: i64) -> Result<(), ArchiveError> {
+        rustix::fs::fchmod(file, restored_mode(mode)).map_err(|e| self.io_error(path, e.into()))?;
+        rustix::fs::futimens(file, &mtime_only(mtime)).map_err(|e| self.io_error(path, e.into()))
+    }
+
+    /// A write to the file `entry` failed.
+    pub(crate) fn write_error(&self, entry: &str, error: io::Error) -> ArchiveError {
+        self.io_error(entry, error)
     }
 
     /// A symlink, created by [`Self::create_symlinks`] once every file is in place.
