@@ -1379,8 +1379,10 @@ async fn damage_found_after_the_early_database_restore_drops_that_database() {
         "CREATE TABLE repository (id int PRIMARY KEY); INSERT INTO repository VALUES (1);",
     );
     let target = db.another_name("hostile_late_damage", "restored");
+    let events = bitbucket_diy_core::events::RecordedEvents::new();
     let orchestrator: BackupOrchestrator = bench
         .orchestrator()
+        .events(Arc::new(events.clone()))
         .database(PostgresDatabase::from_config(&db.config()).unwrap())
         .archive(PauseAfterDatabase {
             inner: TarZstdArchive::new(bench.archives.clone(), 3, 0),
@@ -1408,4 +1410,9 @@ async fn damage_found_after_the_early_database_restore_drops_that_database() {
     let exists =
         pg::psql("postgres", &format!("SELECT count(*) FROM pg_database WHERE datname = {};", pg::literal(&target)));
     assert_eq!(exists.trim(), "0", "the database restored from a damaged archive was kept");
+    let warned = events
+        .events()
+        .into_iter()
+        .any(|e| matches!(e, bitbucket_diy_core::events::Event::Warning { message } if message.contains(&target)));
+    assert!(warned, "no warning about the database the failed restore had begun");
 }

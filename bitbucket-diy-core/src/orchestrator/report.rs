@@ -86,11 +86,12 @@ pub(crate) struct PhaseTimer {
     events: Arc<dyn EventSink>,
     timings: Arc<Mutex<Vec<PhaseTiming>>>,
     current: Arc<Mutex<Option<Phase>>>,
+    started: Arc<Mutex<Vec<Phase>>>,
 }
 
 impl PhaseTimer {
     pub(crate) fn new(events: Arc<dyn EventSink>) -> Self {
-        Self { events, timings: Arc::default(), current: Arc::default() }
+        Self { events, timings: Arc::default(), current: Arc::default(), started: Arc::default() }
     }
 
     /// Run `work` as `phase`: started/finished events around it, its time recorded on success.
@@ -98,6 +99,9 @@ impl PhaseTimer {
         self.events.emit(&Event::PhaseStarted { phase });
         if let Ok(mut current) = self.current.lock() {
             *current = Some(phase);
+        }
+        if let Ok(mut started) = self.started.lock() {
+            started.push(phase);
         }
         let start = Instant::now();
         let result = work.await;
@@ -114,6 +118,11 @@ impl PhaseTimer {
     /// The phase started last: where a cancellation struck.
     pub(crate) fn current(&self) -> Option<Phase> {
         self.current.lock().ok().and_then(|c| *c)
+    }
+
+    /// Whether `phase` was started, whatever its outcome.
+    pub(crate) fn has_started(&self, phase: Phase) -> bool {
+        self.started.lock().is_ok_and(|started| started.contains(&phase))
     }
 
     pub(crate) fn timings(&self) -> Vec<PhaseTiming> {

@@ -95,10 +95,13 @@ impl BackupOrchestrator {
                 } else {
                     e
                 };
-                if let Some(target) = &database_target {
+                // Nothing was written to the database unless its restore began. A database the
+                // step created is dropped by the step itself; one that existed (empty) is not.
+                if let Some(target) = database_target.as_ref().filter(|_| timer.has_started(Phase::RestoreDatabase)) {
                     self.events.emit(&Event::Warning {
                         message: format!(
-                            "restore failed; database {} may hold a partial restore: drop it before trying again",
+                            "restore failed; database {} may hold a partial restore if it existed before: \
+                             check it is gone (or empty) before trying again",
                             target.database
                         ),
                     });
