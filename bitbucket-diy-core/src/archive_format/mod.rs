@@ -188,7 +188,7 @@ pub struct EntryDifference {
 
 impl ManifestEntry {
     /// How `found` (same path) differs from this entry, in words.
-    fn difference(&self, found: &ManifestEntry) -> Option<String> {
+    pub(crate) fn difference(&self, found: &ManifestEntry) -> Option<String> {
         if self.kind != found.kind {
             return Some(format!(
                 "the manifest lists a {}, the backup holds a {}",

@@ -21,7 +21,7 @@ use super::safe_extract::Extractor;
 use super::stream::{self, IO_BUFFER};
 
 /// Batches queued between the threads.
-const BATCHES_IN_FLIGHT: usize = 8;
+const BATCHES_IN_FLIGHT: usize = 4;
 /// At most this many entries in one batch (small files).
 const BATCH_OPS: usize = 256;
 

@@ -311,7 +311,7 @@ fn extract_into<C: Codec>(
     let (scanned, database_extracted) = extract_pipeline::extract_with(path, extractor, database_extracted, |sink| {
         reader::scan::<C>(path, sealing, ctx, Phase::Extract, sink)
     });
-    let extracted = scanned.and_then(|scanned| finish_extraction(path, extractor, &scanned.metadata, scanned.manifest));
+    let extracted = scanned.and_then(|scanned| finish_extraction(extractor, &scanned.metadata, scanned.manifest));
     (extracted, database_extracted)
 }
 
@@ -338,18 +338,14 @@ fn read_receipt(archive: &Path) -> Result<Receipt, ArchiveError> {
 /// After the content matched the manifest: the delayed symlinks, then bitbucket-diy's own files,
 /// so an extracted tree is marked as a backup only once complete.
 pub(crate) fn finish_extraction(
-    archive: &Path,
     extractor: &mut Extractor,
     metadata: &BackupMetadata,
     manifest: Manifest,
 ) -> Result<Manifest, ArchiveError> {
     extractor.create_symlinks()?;
-    let json_error = |e: serde_json::Error| ArchiveError::io("writing", archive, io::Error::other(e));
     let mtime = metadata.created_at.as_second();
-    let manifest_json = serde_json::to_vec_pretty(&manifest).map_err(json_error)?;
-    extractor.own_file(MANIFEST_PATH, &manifest_json, mtime)?;
-    let metadata_json = serde_json::to_vec_pretty(metadata).map_err(json_error)?;
-    extractor.own_file(METADATA_PATH, &metadata_json, mtime)?;
+    extractor.own_json(MANIFEST_PATH, &manifest, mtime)?;
+    extractor.own_json(METADATA_PATH, metadata, mtime)?;
     Ok(manifest)
 }
 

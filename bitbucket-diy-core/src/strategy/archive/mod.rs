@@ -12,6 +12,7 @@ use crate::strategy::{ArchiveError, StepContext, WorkingFolder};
 mod codec;
 mod extract_pipeline;
 mod file_archive;
+mod manifest_check;
 pub mod none;
 mod policy;
 mod reader;

@@ -218,7 +218,7 @@ impl NoArchive {
         })?;
         progress.report();
         check_against_manifest(self.root(), metadata, &manifest, &found)?;
-        finish_extraction(self.root(), extractor, metadata, manifest)
+        finish_extraction(extractor, metadata, manifest)
     }
 
     /// Extracting into the tree being read would copy it into itself.

@@ -13,6 +13,7 @@
 //!   if `a` is itself a symlink, so it is refused rather than resolved on paper.
 
 use std::collections::HashSet;
+use std::hash::{BuildHasher, RandomState};
 
 use crate::archive_format::{EntryKind, MANIFEST_PATH, METADATA_PATH};
 use crate::strategy::WorkingFolder;
@@ -83,15 +84,25 @@ pub(crate) fn entry_kind(entry_type: tar::EntryType) -> Result<EntryKind, String
 }
 
 /// Tracks the entries seen so far to refuse duplicates and any path through a symlink.
+///
+/// Paths are remembered as 64-bit hashes under a key drawn per archive, not as strings: a home of
+/// 300 000 entries would otherwise hold every path several times over. A collision could only
+/// refuse a sound archive (about one chance in 10⁸ at that size, and no archive can be built to
+/// cause one without the key), never admit an unsafe entry: a path that is there always matches.
 #[derive(Debug, Default)]
 pub(crate) struct EntryRules {
-    paths: HashSet<String>,
-    folders_in_use: HashSet<String>,
-    symlinks: HashSet<String>,
-    files: HashSet<String>,
+    keys: RandomState,
+    paths: HashSet<u64>,
+    folders_in_use: HashSet<u64>,
+    symlinks: HashSet<u64>,
+    files: HashSet<u64>,
 }
 
 impl EntryRules {
+    fn key(&self, path: &str) -> u64 {
+        self.keys.hash_one(path)
+    }
+
     /// Admits one entry (path normalized), or says why it is refused.
     pub(crate) fn admit(&mut self, path: &str, kind: EntryKind, link: Option<&str>) -> Result<(), String> {
         if path.split('/').next() == Some(WorkingFolder::STATE) {
@@ -101,35 +112,37 @@ impl EntryRules {
             ));
         }
         for ancestor in ancestors(path) {
-            if self.symlinks.contains(ancestor) {
+            let key = self.key(ancestor);
+            if self.symlinks.contains(&key) {
                 return Err(format!("the path goes through the symlink `{ancestor}`"));
             }
-            if self.files.contains(ancestor) {
+            if self.files.contains(&key) {
                 return Err(format!("the path goes below the file `{ancestor}`"));
             }
         }
-        if self.paths.contains(path) {
+        let key = self.key(path);
+        if self.paths.contains(&key) {
             return Err("the path appears twice in the archive".to_owned());
         }
         match kind {
             EntryKind::Dir => {}
-            EntryKind::File | EntryKind::Symlink if self.folders_in_use.contains(path) => {
+            EntryKind::File | EntryKind::Symlink if self.folders_in_use.contains(&key) => {
                 return Err("it would replace a folder that holds other entries".to_owned());
             }
             EntryKind::File => {
-                self.files.insert(path.to_owned());
+                self.files.insert(key);
             }
             EntryKind::Symlink => {
                 check_symlink_target(path, link.unwrap_or_default())?;
-                self.symlinks.insert(path.to_owned());
+                self.symlinks.insert(key);
             }
         }
         for ancestor in ancestors(path) {
-            if !self.folders_in_use.insert(ancestor.to_owned()) {
+            if !self.folders_in_use.insert(self.key(ancestor)) {
                 break;
             }
         }
-        self.paths.insert(path.to_owned());
+        self.paths.insert(key);
         Ok(())
     }
 }

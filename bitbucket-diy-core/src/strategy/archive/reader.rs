@@ -12,6 +12,7 @@ use crate::events::Phase;
 use crate::strategy::{ArchiveError, StepContext};
 
 use super::codec::Codec;
+use super::manifest_check::{self, CheckedManifest, FoundEntries};
 use super::policy::{self, EntryRules};
 use super::safe_extract::{CopyError, Extractor, FileData, copy_and_hash};
 use super::sealing::{Sealing, is_encrypted_name};
@@ -145,9 +146,9 @@ pub(crate) fn scan_stream<C: Codec>(
     let corrupt = |reason: String| ArchiveError::Corrupt { archive: path.to_owned(), reason };
 
     let mut rules = EntryRules::default();
-    let mut found = Vec::new();
+    let mut found = FoundEntries::default();
     let mut bytes = 0u64;
-    let mut manifest: Option<Manifest> = None;
+    let mut manifest: Option<CheckedManifest> = None;
     let metadata = {
         let mut entries = archive.entries().map_err(|e| stream::read_error(path, e))?;
         let first = match entries.next() {
@@ -171,7 +172,10 @@ pub(crate) fn scan_stream<C: Codec>(
             let name = policy::normalize_path(&raw_path).map_err(|reason| unsafe_entry(&shown, reason))?;
             let entry_type = entry.header().entry_type();
             if name == MANIFEST_PATH && entry_type.is_file() {
-                manifest = Some(read_manifest(path, &mut entry)?);
+                // Nothing may follow the manifest: the rules' memory can go before it is parsed.
+                rules = EntryRules::default();
+                let declared = entry.size();
+                manifest = Some(manifest_check::read_and_check(path, (&mut entry).take(declared), &found)?);
                 continue;
             }
             let kind = policy::entry_kind(entry_type).map_err(|reason| unsafe_entry(&shown, reason))?;
@@ -215,28 +219,19 @@ pub(crate) fn scan_stream<C: Codec>(
     let mut rest = archive.into_inner();
     io::copy(&mut rest, &mut io::sink()).map_err(|e| stream::read_error(path, e))?;
 
-    let manifest = manifest.ok_or_else(|| ArchiveError::MissingManifest { archive: path.to_owned() })?;
-    check_against_manifest(path, &metadata, &manifest, &found)?;
+    drop(rules);
+    let checked = manifest.ok_or_else(|| ArchiveError::MissingManifest { archive: path.to_owned() })?;
+    check_metadata(path, &metadata, &checked.metadata)?;
+    if let Some(difference) = checked.difference {
+        return Err(ArchiveError::Mismatch {
+            archive: path.to_owned(),
+            entry: difference.entry,
+            reason: difference.reason,
+        });
+    }
+    // Every listed entry equals the one found at its place: the found ones are the manifest's.
+    let manifest = Manifest { metadata: checked.metadata, entries: found.into_vec() };
     Ok(Scanned { metadata, manifest, bytes })
-}
-
-fn read_manifest<R: Read>(archive: &Path, entry: &mut tar::Entry<'_, R>) -> Result<Manifest, ArchiveError> {
-    let declared = entry.size();
-    let mut counted = entry.take(declared);
-    let parsed: Result<Manifest, serde_json::Error> =
-        serde_json::from_reader(BufReader::with_capacity(IO_BUFFER, &mut counted));
-    parsed.map_err(|e| {
-        if e.is_io() {
-            stream::read_error(archive, e.into())
-        } else if e.is_eof() {
-            ArchiveError::Corrupt {
-                archive: archive.to_owned(),
-                reason: "the archive ends inside the manifest (truncated)".to_owned(),
-            }
-        } else {
-            ArchiveError::Corrupt { archive: archive.to_owned(), reason: format!("the manifest is invalid: {e}") }
-        }
-    })
 }
 
 /// The metadata must equal the manifest's copy, and the entries found the manifest's, in order.
@@ -246,20 +241,7 @@ pub(crate) fn check_against_manifest(
     manifest: &Manifest,
     found: &[ManifestEntry],
 ) -> Result<(), ArchiveError> {
-    if manifest.metadata.format_version > FORMAT_VERSION {
-        return Err(ArchiveError::UnsupportedFormat {
-            archive: archive.to_owned(),
-            found: manifest.metadata.format_version,
-            supported: FORMAT_VERSION,
-        });
-    }
-    if &manifest.metadata != metadata {
-        return Err(ArchiveError::Mismatch {
-            archive: archive.to_owned(),
-            entry: METADATA_PATH.to_owned(),
-            reason: "differs from the copy in the manifest".to_owned(),
-        });
-    }
+    check_metadata(archive, metadata, &manifest.metadata)?;
     match manifest.first_difference(found) {
         Some(difference) => Err(ArchiveError::Mismatch {
             archive: archive.to_owned(),
@@ -268,6 +250,26 @@ pub(crate) fn check_against_manifest(
         }),
         None => Ok(()),
     }
+}
+
+/// The manifest's format must be one this version reads, and its copy of the metadata the first
+/// entry's.
+fn check_metadata(archive: &Path, metadata: &BackupMetadata, listed: &BackupMetadata) -> Result<(), ArchiveError> {
+    if listed.format_version > FORMAT_VERSION {
+        return Err(ArchiveError::UnsupportedFormat {
+            archive: archive.to_owned(),
+            found: listed.format_version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    if listed != metadata {
+        return Err(ArchiveError::Mismatch {
+            archive: archive.to_owned(),
+            entry: METADATA_PATH.to_owned(),
+            reason: "differs from the copy in the manifest".to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// Hashes file content without writing it anywhere.

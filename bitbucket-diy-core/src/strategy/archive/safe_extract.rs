@@ -319,17 +319,20 @@ impl Extractor {
         Ok(())
     }
 
-    /// Writes one of bitbucket-diy's own files (metadata, manifest), owner-only.
-    pub(crate) fn own_file(&mut self, path: &str, content: &[u8], mtime: i64) -> Result<(), ArchiveError> {
-        let archive = self.archive.clone();
-        let data = FileData {
-            reader: &mut &content[..],
-            size: content.len() as u64,
-            read_error: &|e: io::Error| ArchiveError::io("reading", archive.clone(), e),
-            progress: None,
-        };
-        self.file(path, 0o600, mtime, data)?;
-        Ok(())
+    /// Writes one of bitbucket-diy's own files as pretty JSON, streamed (a manifest can be tens of
+    /// megabytes), owner-only.
+    pub(crate) fn own_json(
+        &mut self,
+        path: &str,
+        value: &impl serde::Serialize,
+        mtime: i64,
+    ) -> Result<(), ArchiveError> {
+        let file = self.create_file(path)?;
+        let mut out = io::BufWriter::with_capacity(IO_BUFFER, &file);
+        serde_json::to_writer_pretty(&mut out, value).map_err(|e| self.io_error(path, io::Error::other(e)))?;
+        out.flush().map_err(|e| self.io_error(path, e))?;
+        drop(out);
+        self.close_file(path, &file, 0o600, mtime)
     }
 
     /// Applies folder modes and times, deepest first, and releases the target.

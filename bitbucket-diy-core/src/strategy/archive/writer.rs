@@ -1,6 +1,6 @@
 //! Streams a working folder into a tar stream: metadata first, the tree, the manifest last.
 
-use std::io::{Read, Write};
+use std::io::{Read, Seek, Write};
 use std::path::{Component, Path};
 use std::sync::{OnceLock, mpsc};
 
@@ -70,22 +70,36 @@ pub(crate) fn write_tar<W: Write>(
     let total = OnceLock::new();
     let entries = std::thread::scope(|scope| {
         scope.spawn(|| {
-            if let Ok(bytes) = tree::total_file_bytes(root, ctx) {
-                let _ = total.set(bytes);
+            if let Ok(totals) = tree::tree_totals(root, ctx) {
+                let _ = total.set(totals);
             }
         });
         let total = &total;
         scope.spawn(move || read_tree(root, ctx, total, Outbox::new(items), &recycled));
         let mut inbox = Inbox { rx: inbox, pending: std::collections::VecDeque::new() };
-        let written = write_entries(&mut builder, &mut inbox, &spent, archive, ctx);
+        let written = write_entries(&mut builder, &mut inbox, &spent, total, archive, ctx);
         // Whatever happened here, the reader must not wait on a full channel forever.
         drop(inbox);
         written
     })?;
 
     let manifest = Manifest { metadata: metadata.clone(), entries };
-    let manifest_json = serde_json::to_vec_pretty(&manifest).map_err(|e| json_error(archive, e))?;
-    append_own_file(&mut builder, MANIFEST_PATH, &manifest_json, mtime, archive)?;
+    // Through an unnamed temporary file in the working folder (local, ours; the archive may be a
+    // stream to object storage): the JSON of a home of 300 000 files is about 50 MB, which would
+    // otherwise sit in memory beside the manifest itself.
+    let mut manifest_json = tempfile::tempfile_in(root).map_err(|e| write_error(archive, e))?;
+    serde_json::to_writer_pretty(std::io::BufWriter::with_capacity(IO_BUFFER, &mut manifest_json), &manifest)
+        .map_err(|e| json_error(archive, e))?;
+    let size = manifest_json.stream_position().map_err(|e| write_error(archive, e))?;
+    manifest_json.rewind().map_err(|e| write_error(archive, e))?;
+    append_own_data(
+        &mut builder,
+        MANIFEST_PATH,
+        size,
+        std::io::BufReader::with_capacity(IO_BUFFER, manifest_json),
+        mtime,
+        archive,
+    )?;
     let out = builder.into_inner().map_err(|e| write_error(archive, e))?;
     Ok((out, manifest))
 }
@@ -94,20 +108,20 @@ pub(crate) fn write_tar<W: Write>(
 fn read_tree(
     root: &Path,
     ctx: &StepContext,
-    total: &OnceLock<u64>,
+    total: &OnceLock<tree::TreeTotals>,
     mut items: Outbox,
     recycled: &mpsc::Receiver<Vec<u8>>,
 ) {
-    let mut progress = Progress::start(ctx, Phase::Archive, total.get().copied());
+    let mut progress = Progress::start(ctx, Phase::Archive, total.get().map(|t| t.bytes));
     // A send fails only when the writer gave up; its error is the one reported.
     let walked = tree::walk(root, ctx, |entry| {
         let file = (entry.kind == EntryKind::File).then(|| (entry.abs.clone(), entry.meta.len()));
         items.push(Item::Entry(entry), 0)?;
         if let Some((path, size)) = file {
             if !progress.has_total()
-                && let Some(bytes) = total.get()
+                && let Some(totals) = total.get()
             {
-                progress.set_total(*bytes);
+                progress.set_total(totals.bytes);
             }
             let sha256 = read_file(&path, size, &mut progress, &mut items, recycled)?;
             items.push(Item::FileEnd(sha256), 0)?;
@@ -227,11 +241,19 @@ fn write_entries<W: Write>(
     builder: &mut tar::Builder<W>,
     inbox: &mut Inbox,
     spent: &mpsc::Sender<Vec<u8>>,
+    total: &OnceLock<tree::TreeTotals>,
     archive: &Path,
     ctx: &StepContext,
 ) -> Result<Vec<ManifestEntry>, ArchiveError> {
     let mut entries = Vec::new();
+    let mut reserved = false;
     loop {
+        // Once the counting walk knows how many entries there are, one allocation holds them all
+        // (growing by doubling would leave up to half of it unused).
+        if !reserved && let Some(totals) = total.get() {
+            entries.reserve_exact(totals.entries.saturating_sub(entries.len()));
+            reserved = true;
+        }
         let entry = match inbox.recv() {
             Some(Item::Entry(entry)) => entry,
             Some(Item::Failed(e)) => return Err(e),
@@ -343,9 +365,21 @@ fn append_own_file<W: Write>(
     mtime: u64,
     archive: &Path,
 ) -> Result<(), ArchiveError> {
+    append_own_data(builder, path, content.len() as u64, content, mtime, archive)
+}
+
+/// One of bitbucket-diy's own files, `size` bytes read from `content`, owner-only.
+fn append_own_data<W: Write>(
+    builder: &mut tar::Builder<W>,
+    path: &str,
+    size: u64,
+    content: impl Read,
+    mtime: u64,
+    archive: &Path,
+) -> Result<(), ArchiveError> {
     let mut header = Header::new_gnu();
     header.set_entry_type(EntryType::Regular);
-    header.set_size(content.len() as u64);
+    header.set_size(size);
     header.set_mode(0o600);
     header.set_mtime(mtime);
     header.set_uid(u64::from(rustix::process::geteuid().as_raw()));

@@ -469,9 +469,9 @@ impl ArchiveStrategy for RemoteArchive {
                 let mut sink = ExtractSink::new(shown, extractor);
                 reader::scan_stream::<Zstd>(plain, shown, ctx, &mut sink as &mut dyn EntrySink)
             },
-            |mut extractor, shown, scanned| {
+            |mut extractor, _shown, scanned| {
                 let extracted = scanned.and_then(|scanned| {
-                    finish_extraction(shown, &mut extractor, &scanned.metadata, scanned.manifest)
+                    finish_extraction(&mut extractor, &scanned.metadata, scanned.manifest)
                         .and_then(|manifest| extractor.finish().map(|()| manifest))
                 });
                 if extracted.is_err() {
