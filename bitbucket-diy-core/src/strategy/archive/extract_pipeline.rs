@@ -18,7 +18,7 @@ use crate::strategy::{ArchiveError, DatabaseExtracted, WorkingFolder};
 
 use super::reader::EntrySink;
 use super::safe_extract::Extractor;
-use super::stream::{self, IO_BUFFER};
+use super::stream::{self, IO_BUFFER, Outbox};
 
 /// Batches queued between the threads.
 const BATCHES_IN_FLIGHT: usize = 4;
@@ -63,7 +63,7 @@ pub(crate) fn extract_with<T>(
         let writer = scope.spawn(move || write_all(extractor, &inbox, &spent));
         let mut sink = PipelinedSink {
             archive,
-            outbox: Outbox { tx: batches, batch: Vec::new(), bytes: 0 },
+            outbox: Outbox::new(batches, BATCH_OPS),
             recycled,
             database: DatabaseWatch { callback: database_extracted, seen: false, has_symlink: false },
         };
@@ -123,7 +123,7 @@ fn write_all(
 /// The reading side's sink: hashes each file and queues its content for the writer.
 struct PipelinedSink<'a> {
     archive: &'a Path,
-    outbox: Outbox,
+    outbox: Outbox<Op>,
     recycled: mpsc::Receiver<Vec<u8>>,
     database: DatabaseWatch,
 }
@@ -192,33 +192,6 @@ impl EntrySink for PipelinedSink<'_> {
     fn symlink(&mut self, path: &str, target: &str, mtime: i64) -> Result<(), ArchiveError> {
         self.entry(path, true)?;
         self.outbox.push(Op::Symlink { path: path.to_owned(), target: target.to_owned(), mtime }, 0)
-    }
-}
-
-/// Ops gathered into batches of about [`IO_BUFFER`] bytes or [`BATCH_OPS`] entries.
-struct Outbox {
-    tx: mpsc::SyncSender<Vec<Op>>,
-    batch: Vec<Op>,
-    bytes: usize,
-}
-
-impl Outbox {
-    fn push(&mut self, op: Op, bytes: usize) -> Result<(), ArchiveError> {
-        self.batch.push(op);
-        self.bytes += bytes;
-        if self.bytes >= IO_BUFFER || self.batch.len() >= BATCH_OPS {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<(), ArchiveError> {
-        if self.batch.is_empty() {
-            return Ok(());
-        }
-        self.bytes = 0;
-        // Fails only when the writer stopped on an error, which is the one reported.
-        self.tx.send(std::mem::take(&mut self.batch)).map_err(|_| ArchiveError::Cancelled)
     }
 }
 

@@ -273,3 +273,38 @@ pub(crate) fn join_error(error: tokio::task::JoinError) -> ArchiveError {
     }
     ArchiveError::Cancelled
 }
+
+/// The sending end of a pipeline between two threads: items gathered into batches of about
+/// [`IO_BUFFER`] bytes, or `max_items` items, sent through a bounded channel.
+pub(crate) struct Outbox<T> {
+    tx: std::sync::mpsc::SyncSender<Vec<T>>,
+    batch: Vec<T>,
+    bytes: usize,
+    max_items: usize,
+}
+
+impl<T> Outbox<T> {
+    pub(crate) fn new(tx: std::sync::mpsc::SyncSender<Vec<T>>, max_items: usize) -> Self {
+        Self { tx, batch: Vec::new(), bytes: 0, max_items }
+    }
+
+    /// Queues `item`, which carries `bytes` of content; sends the batch when it is full.
+    pub(crate) fn push(&mut self, item: T, bytes: usize) -> Result<(), ArchiveError> {
+        self.batch.push(item);
+        self.bytes += bytes;
+        if self.bytes >= IO_BUFFER || self.batch.len() >= self.max_items {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Sends what is queued. Fails only when the receiving thread gave up, whose error is the
+    /// one to report.
+    pub(crate) fn flush(&mut self) -> Result<(), ArchiveError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        self.bytes = 0;
+        self.tx.send(std::mem::take(&mut self.batch)).map_err(|_| ArchiveError::Cancelled)
+    }
+}

@@ -13,7 +13,7 @@ use crate::events::Phase;
 use crate::strategy::{ArchiveError, StepContext};
 
 use super::policy;
-use super::stream::{self, IO_BUFFER, IoOrigin, Progress};
+use super::stream::{self, IO_BUFFER, IoOrigin, Outbox, Progress};
 use super::tree::{self, TreeEntry};
 
 /// Content read ahead of the tar stream, bounded so memory stays flat: this many batches of
@@ -75,7 +75,7 @@ pub(crate) fn write_tar<W: Write>(
             }
         });
         let total = &total;
-        scope.spawn(move || read_tree(root, ctx, total, Outbox::new(items), &recycled));
+        scope.spawn(move || read_tree(root, ctx, total, Outbox::new(items, BATCH_ITEMS), &recycled));
         let mut inbox = Inbox { rx: inbox, pending: std::collections::VecDeque::new() };
         let written = write_entries(&mut builder, &mut inbox, &spent, total, archive, ctx);
         // Whatever happened here, the reader must not wait on a full channel forever.
@@ -109,7 +109,7 @@ fn read_tree(
     root: &Path,
     ctx: &StepContext,
     total: &OnceLock<tree::TreeTotals>,
-    mut items: Outbox,
+    mut items: Outbox<Item>,
     recycled: &mpsc::Receiver<Vec<u8>>,
 ) {
     let mut progress = Progress::start(ctx, Phase::Archive, total.get().map(|t| t.bytes));
@@ -138,36 +138,6 @@ fn read_tree(
     }
 }
 
-/// The sending end: items gathered into batches of about [`IO_BUFFER`] bytes.
-struct Outbox {
-    tx: mpsc::SyncSender<Vec<Item>>,
-    batch: Vec<Item>,
-    bytes: usize,
-}
-
-impl Outbox {
-    fn new(tx: mpsc::SyncSender<Vec<Item>>) -> Self {
-        Self { tx, batch: Vec::new(), bytes: 0 }
-    }
-
-    fn push(&mut self, item: Item, bytes: usize) -> Result<(), ArchiveError> {
-        self.batch.push(item);
-        self.bytes += bytes;
-        if self.bytes >= IO_BUFFER || self.batch.len() >= BATCH_ITEMS {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<(), ArchiveError> {
-        if self.batch.is_empty() {
-            return Ok(());
-        }
-        self.bytes = 0;
-        self.tx.send(std::mem::take(&mut self.batch)).map_err(|_| ArchiveError::Cancelled)
-    }
-}
-
 /// The receiving end: one item at a time out of the batches.
 struct Inbox {
     rx: mpsc::Receiver<Vec<Item>>,
@@ -190,7 +160,7 @@ fn read_file(
     path: &Path,
     size: u64,
     progress: &mut Progress,
-    items: &mut Outbox,
+    items: &mut Outbox<Item>,
     recycled: &mpsc::Receiver<Vec<u8>>,
 ) -> Result<String, ArchiveError> {
     let mut file = tree::open_no_follow(path)?;
