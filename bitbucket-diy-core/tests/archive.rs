@@ -6,6 +6,8 @@
 
 #[path = "common/raw_tar.rs"]
 mod raw_tar;
+#[path = "common/small_disk.rs"]
+mod small_disk;
 
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
@@ -741,28 +743,6 @@ async fn empty_working_folder_is_archived_with_a_warning() {
     assert!(report.manifest.entries.is_empty());
 }
 
-/// A tmpfs of `bytes` at `path`, unmounted when dropped (the test runs as root).
-struct SmallDisk(PathBuf);
-
-impl SmallDisk {
-    fn mount(path: &Path, bytes: u64) -> Self {
-        std::fs::create_dir_all(path).unwrap();
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={bytes},mode=0700"), "tmpfs"])
-            .arg(path)
-            .status()
-            .expect("mount runs");
-        assert!(status.success(), "mounting a tmpfs on {} failed: the test needs root", path.display());
-        Self(path.to_owned())
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 #[tokio::test]
 async fn extraction_onto_a_full_disk_fails_naming_it_and_leaves_nothing() {
     let scratch = tempfile::tempdir().unwrap();
@@ -780,7 +760,7 @@ async fn extraction_onto_a_full_disk_fails_naming_it_and_leaves_nothing() {
 
     // 4 MB of content onto a 1 MiB disk: the writer fails part-way.
     let disk = scratch.path().join("small");
-    let _mounted = SmallDisk::mount(&disk, 1 << 20);
+    let _mounted = small_disk::SmallDisk::mount(&disk, 1 << 20);
     let target = disk.join("restore");
     let called = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = called.clone();

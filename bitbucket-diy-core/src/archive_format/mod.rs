@@ -246,25 +246,27 @@ mod option_secs {
     }
 }
 
+/// Metadata of a made-up backup, for unit tests.
+#[cfg(test)]
+pub(crate) fn test_metadata() -> BackupMetadata {
+    BackupMetadata {
+        format_version: FORMAT_VERSION,
+        id: "b-1".parse().unwrap(),
+        created_at: jiff::Timestamp::UNIX_EPOCH,
+        tool_version: "0".into(),
+        bitbucket_version: None,
+        instance_url: None,
+        zero_downtime: false,
+        lock_window: None,
+        database: StrategyRecord::default(),
+        filesystem: StrategyRecord::default(),
+        data_stores: Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn metadata() -> BackupMetadata {
-        BackupMetadata {
-            format_version: FORMAT_VERSION,
-            id: "b-1".parse().unwrap(),
-            created_at: jiff::Timestamp::UNIX_EPOCH,
-            tool_version: "0".into(),
-            bitbucket_version: None,
-            instance_url: None,
-            zero_downtime: false,
-            lock_window: None,
-            database: StrategyRecord::default(),
-            filesystem: StrategyRecord::default(),
-            data_stores: Vec::new(),
-        }
-    }
 
     fn file(path: &str, content: &str) -> ManifestEntry {
         ManifestEntry {
@@ -278,7 +280,7 @@ mod tests {
 
     #[test]
     fn differences_name_the_entry_and_what_differs() {
-        let manifest = Manifest { metadata: metadata(), entries: vec![file("a", "x"), file("b", "y")] };
+        let manifest = Manifest { metadata: test_metadata(), entries: vec![file("a", "x"), file("b", "y")] };
         assert_eq!(manifest.first_difference(&manifest.entries), None);
 
         let cases = [

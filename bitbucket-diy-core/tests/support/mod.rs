@@ -8,7 +8,11 @@
 pub mod common {
     pub mod names;
     pub mod postgres;
+    pub mod small_disk;
 }
+
+#[allow(unused_imports)] // each test binary uses its own subset
+pub use common::small_disk::SmallDisk;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -301,30 +305,6 @@ impl EventSink for CancelOn {
         if (self.trigger)(event) && self.seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == self.nth {
             self.token.cancel();
         }
-    }
-}
-
-/// A real full disk: a tmpfs of `bytes` mounted at `path` (created), unmounted when dropped.
-/// Needs root, as the test machine gives.
-pub struct SmallDisk(PathBuf);
-
-impl SmallDisk {
-    pub fn mount(path: &Path, bytes: u64) -> Self {
-        std::fs::create_dir_all(path).unwrap();
-        let status = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={bytes},mode=0700"), "tmpfs"])
-            .arg(path)
-            .status()
-            .expect("mount runs");
-        assert!(status.success(), "mounting a {bytes}-byte tmpfs on {} failed: the test needs root", path.display());
-        Self(path.to_owned())
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        // Lazy: a process still holding a file there must not keep the mount alive.
-        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
     }
 }
 

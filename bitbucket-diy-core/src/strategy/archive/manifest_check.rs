@@ -201,19 +201,7 @@ mod tests {
     }
 
     fn manifest(entries: Vec<ManifestEntry>) -> Manifest {
-        let metadata = BackupMetadata {
-            format_version: crate::archive_format::FORMAT_VERSION,
-            id: "b-1".parse().unwrap(),
-            created_at: jiff::Timestamp::UNIX_EPOCH,
-            tool_version: "0".into(),
-            bitbucket_version: None,
-            instance_url: None,
-            zero_downtime: false,
-            lock_window: None,
-            database: crate::archive_format::StrategyRecord::default(),
-            filesystem: crate::archive_format::StrategyRecord::default(),
-            data_stores: Vec::new(),
-        };
+        let metadata = crate::archive_format::test_metadata();
         Manifest { metadata, entries }
     }
 

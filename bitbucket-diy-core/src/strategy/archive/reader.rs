@@ -14,7 +14,7 @@ use crate::strategy::{ArchiveError, StepContext};
 use super::codec::Codec;
 use super::manifest_check::{self, CheckedManifest, FoundEntries};
 use super::policy::{self, EntryRules};
-use super::safe_extract::{CopyError, Extractor, FileData, copy_and_hash};
+use super::safe_extract::{CopyError, copy_and_hash};
 use super::sealing::{Sealing, is_encrypted_name};
 use super::stream::{self, CountingReader, IO_BUFFER, Progress};
 
@@ -308,44 +308,6 @@ impl EntrySink for VerifySink {
     }
 
     fn symlink(&mut self, _path: &str, _target: &str, _mtime: i64) -> Result<(), ArchiveError> {
-        Ok(())
-    }
-}
-
-/// Writes entries under the target through an [`Extractor`].
-pub(crate) struct ExtractSink<'e> {
-    archive: std::path::PathBuf,
-    extractor: &'e mut Extractor,
-}
-
-impl<'e> ExtractSink<'e> {
-    /// Extracts the archive at `archive` through `extractor`.
-    pub(crate) fn new(archive: &Path, extractor: &'e mut Extractor) -> Self {
-        Self { archive: archive.to_owned(), extractor }
-    }
-}
-
-impl EntrySink for ExtractSink<'_> {
-    fn folder(&mut self, path: &str, mode: u32, mtime: i64) -> Result<(), ArchiveError> {
-        self.extractor.folder(path, mode, mtime)
-    }
-
-    fn file(
-        &mut self,
-        path: &str,
-        mode: u32,
-        mtime: i64,
-        size: u64,
-        data: &mut dyn Read,
-    ) -> Result<String, ArchiveError> {
-        let archive = &self.archive;
-        let read_error = |e| stream::read_error(archive, e);
-        let data = FileData { reader: data, size, read_error: &read_error, progress: None };
-        self.extractor.file(path, mode, mtime, data)
-    }
-
-    fn symlink(&mut self, path: &str, target: &str, mtime: i64) -> Result<(), ArchiveError> {
-        self.extractor.symlink(path, target, mtime);
         Ok(())
     }
 }

@@ -150,17 +150,7 @@ impl DatabaseStrategy for CommandDatabase {
         )
         .run(ctx.cancellation())
         .await;
-        if let Err(e) = ran {
-            slot.discard().await;
-            return Err(e);
-        }
-        let size = match slot.commit().await {
-            Ok(size) => size,
-            Err(e) => {
-                slot.discard().await;
-                return Err(e);
-            }
-        };
+        let size = slot.finish(ran).await?;
         ctx.progress(Phase::BackupDatabase, size.bytes, Some(size.bytes), Unit::Bytes);
         Ok(StepReport { bytes: size.bytes, files: size.files, elapsed: started.elapsed(), ..Default::default() }
             .note("tool", "command")

@@ -80,6 +80,19 @@ impl DumpSlot {
         }
     }
 
+    /// After the tool that wrote the partial dump ended: commit it when `written` is `Ok`,
+    /// discard it when that or the commit failed.
+    pub(crate) async fn finish<T>(&self, written: Result<T, StrategyError>) -> Result<DumpSize, StrategyError> {
+        let committed = match written {
+            Ok(_) => self.commit().await,
+            Err(e) => Err(e),
+        };
+        if committed.is_err() {
+            self.discard().await;
+        }
+        committed
+    }
+
     /// Sync the partial dump, make it the complete one and remove the previous dump.
     pub(crate) async fn commit(&self) -> Result<DumpSize, StrategyError> {
         let slot = self.clone();

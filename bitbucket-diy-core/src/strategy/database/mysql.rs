@@ -322,17 +322,7 @@ impl DatabaseStrategy for MysqlDatabase {
             .stdout_file(slot.partial().join(&file_name))
             .run(cancel)
             .await;
-        if let Err(e) = dumped {
-            slot.discard().await;
-            return Err(e);
-        }
-        let size = match slot.commit().await {
-            Ok(size) => size,
-            Err(e) => {
-                slot.discard().await;
-                return Err(e);
-            }
-        };
+        let size = slot.finish(dumped).await?;
         ctx.progress(Phase::BackupDatabase, size.bytes, Some(size.bytes), Unit::Bytes);
 
         let mut report =

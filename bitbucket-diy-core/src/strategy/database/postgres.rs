@@ -580,17 +580,7 @@ impl PostgresDatabase {
             dump = dump.arg(format!("--snapshot={snapshot}"));
         }
         let dumped = dump.arg("--dbname").arg(self.conninfo(&self.config.database)).run(cancel).await;
-        if let Err(e) = dumped {
-            slot.discard().await;
-            return Err(e);
-        }
-        let size = match slot.commit().await {
-            Ok(size) => size,
-            Err(e) => {
-                slot.discard().await;
-                return Err(e);
-            }
-        };
+        let size = slot.finish(dumped).await?;
         ctx.progress(Phase::BackupDatabase, size.bytes, Some(size.bytes), Unit::Bytes);
 
         let mut report =

@@ -36,8 +36,9 @@ use crate::events::Phase;
 use crate::strategy::{ArchiveError, ArchiveInfo, ArchiveStrategy, StepContext, VerifyReport, WorkingFolder};
 
 use super::codec::{Codec, Zstd};
+use super::extract_pipeline;
 use super::file_archive::{Staged, finish_extraction, sort_newest_first};
-use super::reader::{self, EntrySink, ExtractSink, Scanned, VerifySink};
+use super::reader::{self, Scanned, VerifySink};
 use super::receipt::{self, Receipt};
 use super::safe_extract::Extractor;
 use super::sealing::{DigestReader, Sealing};
@@ -466,8 +467,10 @@ impl ArchiveStrategy for RemoteArchive {
             Phase::Extract,
             move |shown| Extractor::prepare(shown, &target),
             |extractor, plain, shown, ctx| {
-                let mut sink = ExtractSink::new(shown, extractor);
-                reader::scan_stream::<Zstd>(plain, shown, ctx, &mut sink as &mut dyn EntrySink)
+                extract_pipeline::extract_with(shown, extractor, None, |sink| {
+                    reader::scan_stream::<Zstd>(plain, shown, ctx, sink)
+                })
+                .0
             },
             |mut extractor, _shown, scanned| {
                 let extracted = scanned.and_then(|scanned| {
