@@ -76,7 +76,26 @@ async fn check(global: &GlobalArgs, ui: &Arc<Ui>) -> Result<()> {
         .events(Renderer::new(ui.clone()))
         .build()?;
     let mut checks = vec![format!("{file}: valid")];
-    checks.extend(orchestrator.check().await?);
+    let mut failed = None;
+    let mut lines = String::new();
+    for probe in orchestrator.check_all().await {
+        match probe.outcome {
+            Ok(found) => checks.push(format!("{}: {found}", probe.subject)),
+            Err(e) => {
+                lines.push_str(&format!("FAILED  {}: {e}\n", probe.subject));
+                failed.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(first) = failed {
+        // Every probe is shown, so that one broken setting does not hide the next; the first
+        // failure decides the exit code (and is the error object with --json).
+        if !ui.json_report() {
+            let passed: String = checks.iter().map(|c| format!("ok  {c}\n")).collect();
+            ui.stdout(&format!("{passed}{lines}")).map_err(stdout_error)?;
+        }
+        return Err(first);
+    }
     checks.push("Bitbucket password: found (checked only by a lock; nothing was locked)".to_owned());
     let checked = Checked { file, warnings: loaded.warnings.clone(), checks };
     report(ui, &checked, || {

@@ -202,28 +202,83 @@ impl BackupOrchestrator {
     }
 
     /// Probe what can be probed without locking: strategies' tools and connections, folders,
-    /// and Bitbucket's version. Returns one line per check.
+    /// and Bitbucket's version. Returns one line per check, or the first failure (every probe
+    /// runs either way; [`Self::check_all`] returns them all).
     pub async fn check(&self) -> Result<Vec<String>, Error> {
-        let mut done = Vec::new();
-        self.database.check().await.map_err(Error::Database)?;
-        done.push(format!("database ({}): ok", self.database.name()));
-        self.filesystem.check().await.map_err(Error::Filesystem)?;
-        done.push(format!("filesystem ({}): ok", self.filesystem.name()));
-        run_lock::create_private_dir(self.working.root())?;
-        probe_writable(self.working.root())?;
-        done.push(format!("working folder {}: writable", self.working.root().display()));
-        if self.archive.name() != "none" {
-            run_lock::create_private_dir(self.archive.folder())?;
-            probe_writable(self.archive.folder())?;
-            done.push(format!("archive folder {}: writable", self.archive.folder().display()));
-        }
-        let client = self.client()?;
-        let props = client.application_properties().await?;
-        done.push(format!("Bitbucket at {}: version {}", client.base_url(), props.version));
-        let status = client.status().await?;
-        done.push(format!("Bitbucket status: {}", status.state));
-        Ok(done)
+        self.check_all()
+            .await
+            .into_iter()
+            .map(|probe| probe.outcome.map(|found| format!("{}: {found}", probe.subject)))
+            .collect()
     }
+
+    /// Every probe of [`Self::check`], failed ones included, in order: one broken setting does not
+    /// hide the next.
+    pub async fn check_all(&self) -> Vec<Probe> {
+        let mut probes = vec![
+            Probe::new(format!("database ({})", self.database.name()), async {
+                self.database.check().await.map(|()| "ok".to_owned()).map_err(Error::Database)
+            })
+            .await,
+            Probe::new(format!("filesystem ({})", self.filesystem.name()), async {
+                self.filesystem.check().await.map(|()| "ok".to_owned()).map_err(Error::Filesystem)
+            })
+            .await,
+            Probe::new(format!("working folder {}", self.working.root().display()), async {
+                writable_folder(self.working.root())
+            })
+            .await,
+        ];
+        if self.archive.name() != "none" {
+            let folder = self.archive.folder();
+            probes.push(
+                Probe::new(format!("archive folder {}", folder.display()), async { writable_folder(folder) }).await,
+            );
+        }
+        let subject = match &self.client {
+            Ok(client) => format!("Bitbucket at {}", client.base_url()),
+            Err(_) => "Bitbucket".to_owned(),
+        };
+        let version = Probe::new(subject, async {
+            let props = self.client()?.application_properties().await?;
+            Ok(format!("version {}", props.version))
+        })
+        .await;
+        let reachable = version.outcome.is_ok();
+        probes.push(version);
+        // Unreachable or unauthorised: the status would fail for the same reason.
+        if reachable {
+            probes.push(
+                Probe::new("Bitbucket status".to_owned(), async {
+                    Ok(self.client()?.status().await?.state.to_string())
+                })
+                .await,
+            );
+        }
+        probes
+    }
+}
+
+/// One probe of [`BackupOrchestrator::check_all`].
+#[derive(Debug)]
+pub struct Probe {
+    /// What was probed: `database (postgresql)`, `working folder /srv/…`, `Bitbucket at …`.
+    pub subject: String,
+    /// What was found, or why the probe failed.
+    pub outcome: Result<String, Error>,
+}
+
+impl Probe {
+    async fn new(subject: String, probe: impl std::future::Future<Output = Result<String, Error>>) -> Self {
+        Self { subject, outcome: probe.await }
+    }
+}
+
+/// Creates `dir` owner-only when missing and checks that a file can be written in it.
+fn writable_folder(dir: &std::path::Path) -> Result<String, Error> {
+    run_lock::create_private_dir(dir)?;
+    probe_writable(dir)?;
+    Ok("writable".to_owned())
 }
 
 fn probe_writable(dir: &std::path::Path) -> Result<(), Error> {

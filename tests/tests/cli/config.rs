@@ -107,6 +107,19 @@ async fn config_check_fails_on_an_unreachable_server_and_an_unwritable_folder() 
     world.run(&["config", "check"]).await.code(4).says("a-file");
 }
 
+/// One broken setting does not hide the next: every probe runs and is listed, the first failure
+/// sets the exit code.
+#[tokio::test]
+async fn config_check_lists_every_failure() {
+    let world = World::new().await;
+    let blocker = world.dir.path().join("a-file");
+    std::fs::write(&blocker, "").unwrap();
+    world.edit_config(world.archives.to_str().unwrap(), blocker.join("archives").to_str().unwrap());
+    world.edit_config(world.sim.url().as_str(), &unreachable_url());
+    let out = world.run(&["config", "check"]).await;
+    out.code(4).says("FAILED  archive folder").says("FAILED  Bitbucket at").says("ok  working folder");
+}
+
 const VARS: &str = r#"# bitbucket.diy-backup.vars.sh of the vendor scripts
 INSTANCE_NAME=bitbucket
 BITBUCKET_URL=https://bitbucket.example.com
