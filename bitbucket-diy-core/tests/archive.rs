@@ -16,7 +16,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::task::Poll;
 
-use bitbucket_diy_core::archive_format::{BackupMetadata, FORMAT_VERSION, METADATA_PATH};
+use bitbucket_diy_core::archive_format::{BackupMetadata, FORMAT_VERSION, METADATA_PATH, ManifestSummary};
 use bitbucket_diy_core::events::{Event, Phase, RecordedEvents};
 use bitbucket_diy_core::strategy::archive::{NoArchive, TarGzArchive, TarZstdArchive};
 use bitbucket_diy_core::strategy::conformance::archive as conformance;
@@ -119,25 +119,21 @@ impl ArchiveStrategy for CredulousArchive {
         archive: &ArchiveInfo,
         _ctx: &StepContext,
     ) -> Result<bitbucket_diy_core::strategy::VerifyReport, ArchiveError> {
-        Ok(bitbucket_diy_core::strategy::VerifyReport {
-            path: archive.path.clone(),
-            entries: 0,
-            bytes: 0,
-            manifest: bitbucket_diy_core::archive_format::Manifest {
-                metadata: archive.metadata.clone(),
-                entries: vec![],
-            },
-        })
+        Ok(bitbucket_diy_core::strategy::VerifyReport::of(archive.path.clone(), nothing_in(archive)))
     }
     async fn extract(
         &self,
         archive: &ArchiveInfo,
         target: &Path,
         _ctx: &StepContext,
-    ) -> Result<bitbucket_diy_core::archive_format::Manifest, ArchiveError> {
+    ) -> Result<ManifestSummary, ArchiveError> {
         std::fs::create_dir_all(target).unwrap();
-        Ok(bitbucket_diy_core::archive_format::Manifest { metadata: archive.metadata.clone(), entries: vec![] })
+        Ok(nothing_in(archive))
     }
+}
+
+fn nothing_in(archive: &ArchiveInfo) -> ManifestSummary {
+    ManifestSummary { metadata: archive.metadata.clone(), entries: 0, files: 0, bytes: 0 }
 }
 
 #[tokio::test]
@@ -479,6 +475,27 @@ async fn duplicate_entry_is_refused() {
     hostile.refused(&tar, Expect::Unsafe, Expect::Unsafe, &[]).await;
 }
 
+/// Readers check the writer's order with only the chain of open folders (flat memory); an archive
+/// in any other order is refused, even with a manifest that lists it so.
+#[tokio::test]
+async fn entries_out_of_the_writers_order_are_refused() {
+    let hostile = Hostile::new();
+    let mut unsorted = hostile.tar();
+    unsorted.folder("bitbucket-home").file("bitbucket-home/b", b"b").file("bitbucket-home/a", b"a");
+    unsorted.manifest(&hostile.metadata).end();
+    hostile.refused(&unsorted, Expect::Unsafe, Expect::Unsafe, &[]).await;
+
+    let mut orphan = hostile.tar();
+    orphan.folder("bitbucket-home").file("bitbucket-home/repo/HEAD", b"ref: refs/heads/main\n");
+    orphan.manifest(&hostile.metadata).end();
+    hostile.refused(&orphan, Expect::Unsafe, Expect::Unsafe, &[]).await;
+
+    let mut home_first = hostile.tar();
+    home_first.folder("bitbucket-home").folder("bitbucket-db");
+    home_first.manifest(&hostile.metadata).end();
+    hostile.refused(&home_first, Expect::Unsafe, Expect::Unsafe, &[]).await;
+}
+
 #[tokio::test]
 async fn flipped_byte_in_compressed_stream_is_detected() {
     for make in [zstd_in as fn(&Path) -> Box<dyn ArchiveStrategy>, gzip_in] {
@@ -540,8 +557,11 @@ async fn existing_archive_is_never_overwritten() {
         Err(ArchiveError::AlreadyExists { path }) => assert_eq!(path, first.path),
         other => panic!("second write returned {other:?}"),
     }
-    let report = archive.verify(&first, &ctx).await.unwrap();
-    assert_eq!(report.manifest.entries.last().unwrap().sha256, Some(raw_tar::sha256(b"first")));
+    archive.verify(&first, &ctx).await.unwrap();
+    let target = scratch.path().join("restore");
+    archive.extract(&first, &target, &ctx).await.unwrap();
+    let manifest = conformance::extracted_manifest(&target).unwrap();
+    assert_eq!(manifest.entries.last().unwrap().sha256, Some(raw_tar::sha256(b"first")));
     let leftovers: Vec<_> = std::fs::read_dir(archive.folder()).unwrap().flatten().map(|e| e.file_name()).collect();
     assert_eq!(leftovers.len(), 1, "{leftovers:?}");
 }
@@ -740,7 +760,7 @@ async fn empty_working_folder_is_archived_with_a_warning() {
         events.events().iter().any(|e| matches!(e, Event::Warning { message } if message.contains("has no content")));
     assert!(warned, "no warning for an empty backup: {:?}", events.events());
     let report = archive.verify(&info, &ctx).await.unwrap();
-    assert!(report.manifest.entries.is_empty());
+    assert_eq!((report.entries, report.manifest.entries), (0, 0));
 }
 
 #[tokio::test]

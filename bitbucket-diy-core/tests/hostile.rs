@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use bitbucket_diy_core::archive_format::{BackupMetadata, Manifest};
+use bitbucket_diy_core::archive_format::{BackupMetadata, Manifest, ManifestSummary};
 use bitbucket_diy_core::client::{CancelToken, ClientError, DrainOptions, MaintenanceClient, UnlockToken};
 use bitbucket_diy_core::config::InstanceType;
 use bitbucket_diy_core::events::NoEvents;
@@ -438,7 +438,10 @@ fn sample_manifest() -> (Manifest, Vec<u8>) {
     let folder = fx.source.root().parent().unwrap().join("archives");
     let archive = TarZstdArchive::new(folder, 3, 1);
     let info = runtime.block_on(archive.list()).unwrap().remove(0);
-    let manifest = runtime.block_on(archive.verify(&info, &context(&fx.source))).unwrap().manifest;
+    let scratch = tempfile::tempdir().unwrap();
+    let target = scratch.path().join("restore");
+    runtime.block_on(archive.extract(&info, &target, &context(&fx.source))).unwrap();
+    let manifest = bitbucket_diy_core::strategy::conformance::archive::extracted_manifest(&target).unwrap();
     let json = serde_json::to_vec_pretty(&manifest).unwrap();
     (manifest, json)
 }
@@ -1318,7 +1321,7 @@ impl ArchiveStrategy for PauseAfterDatabase {
         archive: &ArchiveInfo,
         target: &Path,
         ctx: &StepContext,
-    ) -> Result<Manifest, bitbucket_diy_core::strategy::ArchiveError> {
+    ) -> Result<ManifestSummary, bitbucket_diy_core::strategy::ArchiveError> {
         self.inner.extract(archive, target, ctx).await
     }
 
@@ -1328,7 +1331,7 @@ impl ArchiveStrategy for PauseAfterDatabase {
         target: &Path,
         ctx: &StepContext,
         database_extracted: bitbucket_diy_core::strategy::DatabaseExtracted,
-    ) -> Result<Manifest, bitbucket_diy_core::strategy::ArchiveError> {
+    ) -> Result<ManifestSummary, bitbucket_diy_core::strategy::ArchiveError> {
         let database = self.target.clone();
         let pause = Box::new(move || {
             database_extracted();

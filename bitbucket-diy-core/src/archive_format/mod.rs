@@ -177,6 +177,102 @@ impl Manifest {
     }
 }
 
+/// What a backup holds once every entry matched its manifest: the metadata and the counts.
+///
+/// The entries themselves stay on disk, in the archive's manifest and in an extracted tree's
+/// [`MANIFEST_PATH`]: held in memory they would cost a few hundred bytes per file of the home.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ManifestSummary {
+    /// The backup's metadata (the manifest's copy, equal to the archive's first entry).
+    pub metadata: BackupMetadata,
+    /// Entries listed, bitbucket-diy's own two excepted.
+    pub entries: u64,
+    /// Regular files among them.
+    pub files: u64,
+    /// Bytes of file content (saturating).
+    pub bytes: u64,
+}
+
+impl ManifestSummary {
+    /// The summary of `manifest`.
+    pub fn of(manifest: &Manifest) -> Self {
+        Self {
+            metadata: manifest.metadata.clone(),
+            entries: manifest.entries.len() as u64,
+            files: manifest.file_count() as u64,
+            bytes: manifest.total_bytes(),
+        }
+    }
+}
+
+/// Counts of entries as they go by, for a [`ManifestSummary`].
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Tally {
+    entries: u64,
+    files: u64,
+    bytes: u64,
+}
+
+impl Tally {
+    pub(crate) fn add(&mut self, entry: &ManifestEntry) {
+        self.entries += 1;
+        if entry.kind == EntryKind::File {
+            self.files += 1;
+        }
+        self.bytes = self.bytes.saturating_add(entry.size);
+    }
+
+    pub(crate) fn summary(self, metadata: BackupMetadata) -> ManifestSummary {
+        ManifestSummary { metadata, entries: self.entries, files: self.files, bytes: self.bytes }
+    }
+}
+
+/// Writes a [`Manifest`] as JSON one entry at a time, so that a manifest of any length is never
+/// held in memory: the metadata, then one entry per line.
+///
+/// ```
+/// # use bitbucket_diy_core::archive_format::{EntryKind, ManifestEntry, ManifestWriter, Manifest};
+/// # fn write(metadata: &bitbucket_diy_core::archive_format::BackupMetadata) -> std::io::Result<()> {
+/// let mut writer = ManifestWriter::new(Vec::new(), metadata)?;
+/// writer.push(&ManifestEntry {
+///     path: "bitbucket-home".into(), kind: EntryKind::Dir, size: 0, sha256: None, link: None,
+/// })?;
+/// let (json, summary) = writer.finish()?;
+/// let manifest: Manifest = serde_json::from_slice(&json).unwrap();
+/// assert_eq!(manifest.entries.len() as u64, summary.entries);
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct ManifestWriter<W: std::io::Write> {
+    out: W,
+    metadata: BackupMetadata,
+    tally: Tally,
+}
+
+impl<W: std::io::Write> ManifestWriter<W> {
+    /// Starts the manifest of the backup described by `metadata`.
+    pub fn new(mut out: W, metadata: &BackupMetadata) -> std::io::Result<Self> {
+        out.write_all(b"{\n\"metadata\": ")?;
+        serde_json::to_writer_pretty(&mut out, metadata)?;
+        out.write_all(b",\n\"entries\": [")?;
+        Ok(Self { out, metadata: metadata.clone(), tally: Tally::default() })
+    }
+
+    /// Appends the next entry, in archive order.
+    pub fn push(&mut self, entry: &ManifestEntry) -> std::io::Result<()> {
+        self.out.write_all(if self.tally.entries == 0 { b"\n" } else { b",\n" })?;
+        serde_json::to_writer(&mut self.out, entry)?;
+        self.tally.add(entry);
+        Ok(())
+    }
+
+    /// Closes the JSON and returns the output with what was written.
+    pub fn finish(mut self) -> std::io::Result<(W, ManifestSummary)> {
+        self.out.write_all(b"\n]}\n")?;
+        Ok((self.out, self.tally.summary(self.metadata)))
+    }
+}
+
 /// Where a backup's content departs from its manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntryDifference {
@@ -275,6 +371,24 @@ mod tests {
             size: content.len() as u64,
             sha256: Some(format!("sha-of-{content}")),
             link: None,
+        }
+    }
+
+    #[test]
+    fn the_streamed_manifest_reads_back_as_the_same_manifest() {
+        let mut link = file("c", "");
+        link.kind = EntryKind::Symlink;
+        link.sha256 = None;
+        link.link = Some("../a".into());
+        for entries in [vec![], vec![file("a", "x")], vec![file("a", "x"), file("b", "yy"), link]] {
+            let manifest = Manifest { metadata: test_metadata(), entries };
+            let mut writer = ManifestWriter::new(Vec::new(), &manifest.metadata).unwrap();
+            for entry in &manifest.entries {
+                writer.push(entry).unwrap();
+            }
+            let (json, summary) = writer.finish().unwrap();
+            assert_eq!(serde_json::from_slice::<Manifest>(&json).unwrap(), manifest);
+            assert_eq!(summary, ManifestSummary::of(&manifest));
         }
     }
 

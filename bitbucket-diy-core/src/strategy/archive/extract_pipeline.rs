@@ -112,7 +112,7 @@ fn write_all(
                         extractor.close_file(&path, &file, mode, mtime)?;
                     }
                 }
-                Op::Symlink { path, target, mtime } => extractor.symlink(&path, &target, mtime),
+                Op::Symlink { path, target, mtime } => extractor.symlink(&path, &target, mtime)?,
                 Op::DatabaseExtracted(callback) => callback(),
             }
         }
@@ -196,8 +196,8 @@ impl EntrySink for PipelinedSink<'_> {
 }
 
 /// Watches the entries go by for the end of the database folder, which the built-in archives
-/// write first. Symlinks are created only at the end of an extraction, so a database folder that
-/// holds one is complete only then.
+/// write first. A folder's symlinks are created only after the first entry past it is written,
+/// so a database folder that holds one is left to the end of the extraction.
 struct DatabaseWatch {
     callback: Option<DatabaseExtracted>,
     seen: bool,

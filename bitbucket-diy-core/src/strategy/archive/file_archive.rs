@@ -5,13 +5,16 @@ use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::archive_format::{BackupMetadata, MANIFEST_PATH, METADATA_PATH, Manifest};
+use crate::archive_format::{
+    BackupMetadata, MANIFEST_PATH, METADATA_PATH, ManifestEntry, ManifestSummary, ManifestWriter,
+};
 use crate::events::Phase;
 use crate::strategy::{ArchiveError, ArchiveInfo, StepContext, VerifyReport, WorkingFolder};
 
 use super::DatabaseExtracted;
 use super::codec::Codec;
 use super::extract_pipeline;
+use super::manifest_check::FoundEntries;
 use super::reader::{self, VerifySink};
 use super::receipt::{self, Receipt};
 use super::safe_extract::Extractor;
@@ -109,7 +112,7 @@ impl<C: Codec> FileArchive<C> {
         let sealed = self.sealing.wrap_writer(digest, path)?;
         let encoder = self.codec.encoder(sealed).map_err(|e| ArchiveError::io("writing", path, e))?;
         let tar_out = BufWriter::with_capacity(IO_BUFFER, encoder);
-        let (tar_out, _manifest) = writer::write_tar(tar_out, root, metadata, path, ctx)?;
+        let tar_out = writer::write_tar(tar_out, root, metadata, path, ctx)?;
         let encoder = tar_out.into_inner().map_err(|e| ArchiveError::io("writing", path, e.into_error()))?;
         let sealed = C::finish(encoder).map_err(|e| ArchiveError::io("writing", path, e))?;
         let mut digest = sealed.finish().map_err(|e| ArchiveError::io("writing", path, e))?;
@@ -262,13 +265,9 @@ impl<C: Codec> FileArchive<C> {
         let sealing = self.sealing.clone();
         stream::run_blocking(ctx, move |ctx| {
             let mut sink = VerifySink::new(&path);
-            let scanned = reader::scan::<C>(&path, &sealing, &ctx, Phase::Verify, &mut sink)?;
-            Ok(VerifyReport {
-                path,
-                entries: scanned.manifest.entries.len() as u64,
-                bytes: scanned.bytes,
-                manifest: scanned.manifest,
-            })
+            let found = FoundEntries::for_verify(&ctx)?;
+            let scanned = reader::scan::<C>(&path, &sealing, &ctx, Phase::Verify, &mut sink, found)?;
+            Ok(VerifyReport::of(path, scanned.manifest))
         })
         .await
     }
@@ -281,7 +280,7 @@ impl<C: Codec> FileArchive<C> {
         target: &Path,
         ctx: &StepContext,
         database_extracted: Option<DatabaseExtracted>,
-    ) -> Result<Manifest, ArchiveError> {
+    ) -> Result<ManifestSummary, ArchiveError> {
         let path = archive.path.clone();
         let target = target.to_owned();
         let sealing = self.sealing.clone();
@@ -307,11 +306,18 @@ fn extract_into<C: Codec>(
     extractor: &mut Extractor,
     ctx: &StepContext,
     database_extracted: Option<DatabaseExtracted>,
-) -> (Result<Manifest, ArchiveError>, Option<DatabaseExtracted>) {
+) -> (Result<ManifestSummary, ArchiveError>, Option<DatabaseExtracted>) {
+    let found = match FoundEntries::new_in(extractor.target()) {
+        Ok(found) => found,
+        Err(e) => return (Err(e), database_extracted),
+    };
     let (scanned, database_extracted) = extract_pipeline::extract_with(path, extractor, database_extracted, |sink| {
-        reader::scan::<C>(path, sealing, ctx, Phase::Extract, sink)
+        reader::scan::<C>(path, sealing, ctx, Phase::Extract, sink, found)
     });
-    let extracted = scanned.and_then(|scanned| finish_extraction(extractor, &scanned.metadata, scanned.manifest));
+    let extracted = scanned.and_then(|mut scanned| {
+        let entries = scanned.found.replay()?;
+        finish_extraction(extractor, &scanned.metadata, entries)
+    });
     (extracted, database_extracted)
 }
 
@@ -335,18 +341,25 @@ fn read_receipt(archive: &Path) -> Result<Receipt, ArchiveError> {
     Receipt::parse(&bytes, &path)
 }
 
-/// After the content matched the manifest: the delayed symlinks, then bitbucket-diy's own files,
+/// After the content matched the manifest: the folders still open completed (symlinks, modes,
+/// times), then bitbucket-diy's own files (the manifest written from `entries`, the ones found),
 /// so an extracted tree is marked as a backup only once complete.
 pub(crate) fn finish_extraction(
     extractor: &mut Extractor,
     metadata: &BackupMetadata,
-    manifest: Manifest,
-) -> Result<Manifest, ArchiveError> {
-    extractor.create_symlinks()?;
+    entries: impl Iterator<Item = Result<ManifestEntry, ArchiveError>>,
+) -> Result<ManifestSummary, ArchiveError> {
+    extractor.complete_all()?;
     let mtime = metadata.created_at.as_second();
-    extractor.own_json(MANIFEST_PATH, &manifest, mtime)?;
+    let summary = extractor.own_file(MANIFEST_PATH, mtime, |out, write_error| {
+        let mut manifest = ManifestWriter::new(out, metadata).map_err(write_error)?;
+        for entry in entries {
+            manifest.push(&entry?).map_err(write_error)?;
+        }
+        manifest.finish().map(|(_, summary)| summary).map_err(write_error)
+    })?;
     extractor.own_json(METADATA_PATH, metadata, mtime)?;
-    Ok(manifest)
+    Ok(summary)
 }
 
 /// Newest first by creation time, then by id: within one second, runs are told apart by a `-N`

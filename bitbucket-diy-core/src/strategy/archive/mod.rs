@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use serde::Serialize;
 
-use crate::archive_format::{BackupMetadata, Manifest};
+use crate::archive_format::{BackupMetadata, ManifestSummary};
 use crate::strategy::{ArchiveError, StepContext, WorkingFolder};
 
 mod codec;
@@ -56,9 +56,16 @@ pub struct VerifyReport {
     pub entries: u64,
     /// Bytes of file content hashed.
     pub bytes: u64,
-    /// The manifest read.
+    /// The manifest's metadata and counts (its entries stay in the archive).
     #[serde(skip)]
-    pub manifest: Manifest,
+    pub manifest: ManifestSummary,
+}
+
+impl VerifyReport {
+    /// The report on the archive at `path`, whose entries all matched `manifest`.
+    pub fn of(path: PathBuf, manifest: ManifestSummary) -> Self {
+        Self { path, entries: manifest.entries, bytes: manifest.bytes, manifest }
+    }
 }
 
 /// Called once an extraction has written the whole database folder (see
@@ -96,8 +103,15 @@ pub trait ArchiveStrategy: Send + Sync + fmt::Debug {
     async fn verify(&self, archive: &ArchiveInfo, ctx: &StepContext) -> Result<VerifyReport, ArchiveError>;
 
     /// Extract into `target` (an empty folder), refusing entries that would escape it, and
-    /// check every file against the manifest on the way.
-    async fn extract(&self, archive: &ArchiveInfo, target: &Path, ctx: &StepContext) -> Result<Manifest, ArchiveError>;
+    /// check every file against the manifest on the way. The manifest is written into the
+    /// target as [`MANIFEST_PATH`](crate::archive_format::MANIFEST_PATH); the summary returned
+    /// holds its metadata and counts.
+    async fn extract(
+        &self,
+        archive: &ArchiveInfo,
+        target: &Path,
+        ctx: &StepContext,
+    ) -> Result<ManifestSummary, ArchiveError>;
 
     /// Like [`Self::extract`], calling `database_extracted` once the database folder is complete
     /// on disk, so that the database restore can run while the home is still being extracted.
@@ -111,7 +125,7 @@ pub trait ArchiveStrategy: Send + Sync + fmt::Debug {
         target: &Path,
         ctx: &StepContext,
         database_extracted: DatabaseExtracted,
-    ) -> Result<Manifest, ArchiveError> {
+    ) -> Result<ManifestSummary, ArchiveError> {
         let manifest = self.extract(archive, target, ctx).await?;
         database_extracted();
         Ok(manifest)

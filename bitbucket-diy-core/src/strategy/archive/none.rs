@@ -18,19 +18,22 @@
 //! There is one backup at most: retention has nothing to prune.
 
 use std::fs;
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufReader, Read, Seek, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 
-use crate::archive_format::{BackupMetadata, EntryKind, MANIFEST_PATH, METADATA_PATH, Manifest, ManifestEntry};
+use crate::archive_format::{
+    BackupMetadata, EntryKind, MANIFEST_PATH, METADATA_PATH, ManifestEntry, ManifestSummary, ManifestWriter,
+};
 use crate::events::Phase;
 use crate::strategy::{ArchiveError, ArchiveInfo, ArchiveStrategy, StepContext, VerifyReport, WorkingFolder};
 
 use super::file_archive::{create_private_folder, finish_extraction, sync_folder};
+use super::manifest_check::{self, FoundEntries};
 use super::policy::{self, EntryRules};
-use super::reader::{check_against_manifest, parse_metadata};
+use super::reader::{parse_metadata, require_match};
 use super::safe_extract::{Extractor, FileData};
 use super::stream::{self, HashingReader, IO_BUFFER, Progress};
 use super::tree::{self, ARCHIVED_FOLDERS, TreeEntry};
@@ -65,36 +68,42 @@ impl NoArchive {
         tree::warn_if_nothing_to_archive(self.root(), ctx);
         let total = tree::total_file_bytes(self.root(), ctx)?;
         let mut progress = Progress::start(ctx, Phase::Archive, Some(total));
-        let mut entries = Vec::new();
-        tree::walk(self.root(), ctx, |entry| {
-            if entry.kind == EntryKind::Symlink {
-                let target = entry.link.as_deref().unwrap_or_default();
-                if let Err(reason) = policy::check_symlink_target(&entry.rel, target) {
-                    progress.ctx().warn(format!(
-                        "{} is kept as a symlink, but extraction will refuse it: {reason}",
-                        entry.abs.display()
-                    ));
-                }
-            }
-            entries.push(hash_entry(&entry, &mut progress)?);
-            Ok(())
-        })?;
-        progress.report();
-        if ctx.is_cancelled() {
-            return Err(ArchiveError::Cancelled);
-        }
-        let manifest = Manifest { metadata: metadata.clone(), entries };
         let state = self.working.state_dir();
         create_private_folder(&state)?;
-        let manifest_json = serde_json::to_vec_pretty(&manifest).map_err(|e| json_error(&self.manifest_path(), e))?;
-        write_atomically(&self.manifest_path(), &manifest_json)?;
+        // The manifest is written entry by entry as the tree is hashed: never held in memory.
+        let manifest_path = self.manifest_path();
+        let summary = write_atomically(&manifest_path, |out| {
+            let write_error = |e| ArchiveError::io("writing", &manifest_path, e);
+            let mut manifest = ManifestWriter::new(out, metadata).map_err(write_error)?;
+            tree::walk(self.root(), ctx, |entry| {
+                if entry.kind == EntryKind::Symlink {
+                    let target = entry.link.as_deref().unwrap_or_default();
+                    if let Err(reason) = policy::check_symlink_target(&entry.rel, target) {
+                        progress.ctx().warn(format!(
+                            "{} is kept as a symlink, but extraction will refuse it: {reason}",
+                            entry.abs.display()
+                        ));
+                    }
+                }
+                manifest.push(&hash_entry(&entry, &mut progress)?).map_err(write_error)
+            })?;
+            progress.report();
+            if ctx.is_cancelled() {
+                return Err(ArchiveError::Cancelled);
+            }
+            manifest.finish().map(|(_, summary)| summary).map_err(write_error)
+        })?;
         let metadata_json = serde_json::to_vec_pretty(metadata).map_err(|e| json_error(&marker, e))?;
-        write_atomically(&marker, &metadata_json)?;
+        write_atomically(&marker, |out| {
+            out.write_all(&metadata_json).map_err(|e| ArchiveError::io("writing", &marker, e))
+        })?;
         sync_folder(&state)?;
-        Ok(ArchiveInfo { metadata: metadata.clone(), path: self.root().to_owned(), bytes: manifest.total_bytes() })
+        Ok(ArchiveInfo { metadata: metadata.clone(), path: self.root().to_owned(), bytes: summary.bytes })
     }
 
-    fn read_marker(&self, strict: bool) -> Result<Option<(BackupMetadata, Manifest)>, ArchiveError> {
+    /// The marker's metadata, what the manifest lists (counts), and the manifest file to check
+    /// against, when the working folder holds a backup.
+    fn read_marker(&self, strict: bool) -> Result<Option<Marked>, ArchiveError> {
         let marker = self.marker_path();
         let metadata_json = match fs::read(&marker) {
             Ok(bytes) => bytes,
@@ -103,24 +112,19 @@ impl NoArchive {
         };
         let metadata = parse_metadata(self.root(), &metadata_json, strict)?;
         let manifest_path = self.manifest_path();
-        let manifest_file = match fs::File::open(&manifest_path) {
+        let mut manifest = match fs::File::open(&manifest_path) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(ArchiveError::MissingManifest { archive: self.root().to_owned() });
             }
             Err(e) => return Err(ArchiveError::io("reading", manifest_path, e)),
         };
-        let manifest: Manifest =
-            serde_json::from_reader(BufReader::with_capacity(IO_BUFFER, manifest_file)).map_err(|e| {
-                ArchiveError::Corrupt {
-                    archive: self.root().to_owned(),
-                    reason: format!("the manifest ({MANIFEST_PATH}) is invalid: {e}"),
-                }
-            })?;
-        Ok(Some((metadata, manifest)))
+        let listed = manifest_check::read_summary(self.root(), &manifest)?;
+        manifest.rewind().map_err(|e| ArchiveError::io("reading", &manifest_path, e))?;
+        Ok(Some(Marked { metadata, listed, manifest }))
     }
 
-    fn require_marker(&self) -> Result<(BackupMetadata, Manifest), ArchiveError> {
+    fn require_marker(&self) -> Result<Marked, ArchiveError> {
         self.read_marker(true)?.ok_or_else(|| ArchiveError::NotFound {
             name: self.root().display().to_string(),
             folder: self.root().to_owned(),
@@ -128,24 +132,31 @@ impl NoArchive {
         })
     }
 
-    fn verify_blocking(&self, ctx: &StepContext) -> Result<VerifyReport, ArchiveError> {
-        let (metadata, manifest) = self.require_marker()?;
-        let mut progress = Progress::start(ctx, Phase::Verify, Some(manifest.total_bytes()));
-        let mut rules = EntryRules::default();
-        let mut found = Vec::new();
-        let mut bytes = 0;
-        tree::walk(self.root(), ctx, |entry| {
-            self.admit(&mut rules, &entry)?;
-            let recorded = hash_entry(&entry, &mut progress)?;
-            bytes += recorded.size;
-            found.push(recorded);
-            Ok(())
-        })?;
-        progress.report();
-        check_against_manifest(self.root(), &metadata, &manifest, &found)?;
-        Ok(VerifyReport { path: self.root().to_owned(), entries: found.len() as u64, bytes, manifest })
+    /// Compares the entries `found` with the manifest in `manifest` (a file), and the metadata.
+    fn check(
+        &self,
+        metadata: &BackupMetadata,
+        manifest: fs::File,
+        found: &mut FoundEntries,
+    ) -> Result<ManifestSummary, ArchiveError> {
+        let checked = manifest_check::read_and_check(self.root(), manifest, found)?;
+        let checked = require_match(self.root(), metadata, checked)?;
+        Ok(found.summary(checked.metadata))
     }
 
+    fn verify_blocking(&self, ctx: &StepContext) -> Result<VerifyReport, ArchiveError> {
+        let Marked { metadata, listed, manifest } = self.require_marker()?;
+        let mut progress = Progress::start(ctx, Phase::Verify, Some(listed.bytes));
+        let mut rules = EntryRules::default();
+        let mut found = FoundEntries::new_in(self.root())?;
+        tree::walk(self.root(), ctx, |entry| {
+            self.admit(&mut rules, &entry)?;
+            found.push(&hash_entry(&entry, &mut progress)?)
+        })?;
+        progress.report();
+        let summary = self.check(&metadata, manifest, &mut found)?;
+        Ok(VerifyReport::of(self.root().to_owned(), summary))
+    }
     fn admit(&self, rules: &mut EntryRules, entry: &TreeEntry) -> Result<(), ArchiveError> {
         rules.admit(&entry.rel, entry.kind, entry.link.as_deref()).map_err(|reason| ArchiveError::UnsafeEntry {
             archive: self.root().to_owned(),
@@ -154,13 +165,12 @@ impl NoArchive {
         })
     }
 
-    fn extract_blocking(&self, target: &Path, ctx: &StepContext) -> Result<Manifest, ArchiveError> {
+    fn extract_blocking(&self, target: &Path, ctx: &StepContext) -> Result<ManifestSummary, ArchiveError> {
         self.refuse_target_inside(target)?;
-        let (metadata, manifest) = self.require_marker()?;
+        let marked = self.require_marker()?;
         let mut extractor = Extractor::prepare(self.root(), target)?;
-        let extracted = self
-            .copy_tree(&mut extractor, &metadata, manifest, ctx)
-            .and_then(|manifest| extractor.finish().map(|()| manifest));
+        let extracted =
+            self.copy_tree(&mut extractor, marked, ctx).and_then(|manifest| extractor.finish().map(|()| manifest));
         if extracted.is_err() {
             extractor.abandon();
         }
@@ -170,13 +180,13 @@ impl NoArchive {
     fn copy_tree(
         &self,
         extractor: &mut Extractor,
-        metadata: &BackupMetadata,
-        manifest: Manifest,
+        marked: Marked,
         ctx: &StepContext,
-    ) -> Result<Manifest, ArchiveError> {
-        let mut progress = Progress::start(ctx, Phase::Extract, Some(manifest.total_bytes()));
+    ) -> Result<ManifestSummary, ArchiveError> {
+        let Marked { metadata, listed, manifest } = marked;
+        let mut progress = Progress::start(ctx, Phase::Extract, Some(listed.bytes));
         let mut rules = EntryRules::default();
-        let mut found = Vec::new();
+        let mut found = FoundEntries::new_in(extractor.target())?;
         tree::walk(self.root(), ctx, |entry| {
             self.admit(&mut rules, &entry)?;
             let mode = entry.mode();
@@ -188,7 +198,7 @@ impl NoArchive {
                 }
                 EntryKind::Symlink => {
                     let target = entry.link.unwrap_or_default();
-                    extractor.symlink(&entry.rel, &target, mtime);
+                    extractor.symlink(&entry.rel, &target, mtime)?;
                     ManifestEntry {
                         path: entry.rel,
                         kind: EntryKind::Symlink,
@@ -213,12 +223,11 @@ impl NoArchive {
                     ManifestEntry { path: entry.rel, kind: EntryKind::File, size, sha256: Some(sha256), link: None }
                 }
             };
-            found.push(recorded);
-            Ok(())
+            found.push(&recorded)
         })?;
         progress.report();
-        check_against_manifest(self.root(), metadata, &manifest, &found)?;
-        finish_extraction(extractor, metadata, manifest)
+        self.check(&metadata, manifest, &mut found)?;
+        finish_extraction(extractor, &metadata, found.replay()?)
     }
 
     /// Extracting into the tree being read would copy it into itself.
@@ -237,6 +246,15 @@ impl NoArchive {
         }
         Ok(())
     }
+}
+
+/// A backup found in the working folder: its marker, and its manifest.
+struct Marked {
+    metadata: BackupMetadata,
+    /// What the manifest lists (counts only).
+    listed: ManifestSummary,
+    /// The manifest, from its start, to check the tree against.
+    manifest: fs::File,
 }
 
 /// The manifest entry of a tree entry, hashing file content.
@@ -289,20 +307,25 @@ fn remove_if_present(path: &Path) -> Result<(), ArchiveError> {
     }
 }
 
-/// Replaces `path` with `content`: temporary dotfile, fsync, rename. Owner-only.
-fn write_atomically(path: &Path, content: &[u8]) -> Result<(), ArchiveError> {
+/// Replaces `path` with what `write` writes: temporary dotfile, fsync, rename. Owner-only.
+fn write_atomically<T>(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> Result<T, ArchiveError>,
+) -> Result<T, ArchiveError> {
     let folder = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let mut temp = tempfile::Builder::new()
+    let temp = tempfile::Builder::new()
         .prefix(&format!(".{name}."))
         .suffix(".partial")
         .permissions(fs::Permissions::from_mode(0o600))
         .tempfile_in(folder)
         .map_err(|e| ArchiveError::io("creating a temporary file in", folder, e))?;
-    temp.write_all(content).map_err(|e| ArchiveError::io("writing", temp.path(), e))?;
+    let mut out = io::BufWriter::with_capacity(IO_BUFFER, temp);
+    let written = write(&mut out)?;
+    let temp = out.into_inner().map_err(|e| ArchiveError::io("writing", path, e.into_error()))?;
     temp.as_file().sync_all().map_err(|e| ArchiveError::io("syncing", temp.path(), e))?;
     temp.persist(path).map_err(|e| ArchiveError::io("renaming the temporary file to", path, e.error))?;
-    Ok(())
+    Ok(written)
 }
 
 fn json_error(path: &Path, error: serde_json::Error) -> ArchiveError {
@@ -342,13 +365,17 @@ impl ArchiveStrategy for NoArchive {
 
     async fn list(&self) -> Result<Vec<ArchiveInfo>, ArchiveError> {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || match this.read_marker(false) {
-            Ok(Some((metadata, manifest))) => {
-                Ok(vec![ArchiveInfo { metadata, path: this.root().to_owned(), bytes: manifest.total_bytes() }])
-            }
-            Ok(None) => Ok(Vec::new()),
+        let listed = move || -> Result<Option<ArchiveInfo>, ArchiveError> {
+            let Some(Marked { metadata, listed, .. }) = this.read_marker(false)? else {
+                return Ok(None);
+            };
+            Ok(Some(ArchiveInfo { metadata, path: this.root().to_owned(), bytes: listed.bytes }))
+        };
+        let root = self.root().to_owned();
+        tokio::task::spawn_blocking(move || match listed() {
+            Ok(info) => Ok(info.into_iter().collect()),
             Err(e) => {
-                tracing::warn!(folder = %this.root().display(), error = %e, "skipping an unreadable backup");
+                tracing::warn!(folder = %root.display(), error = %e, "skipping an unreadable backup");
                 Ok(Vec::new())
             }
         })
@@ -384,7 +411,7 @@ impl ArchiveStrategy for NoArchive {
         _archive: &ArchiveInfo,
         target: &Path,
         ctx: &StepContext,
-    ) -> Result<Manifest, ArchiveError> {
+    ) -> Result<ManifestSummary, ArchiveError> {
         let this = self.clone();
         let target = target.to_owned();
         stream::run_blocking(ctx, move |ctx| this.extract_blocking(&target, &ctx)).await

@@ -4,19 +4,20 @@
 //! - paths are relative, UTF-8, without `..`; `.` and empty components are dropped;
 //! - `.bitbucket-diy/` is reserved for the metadata and the manifest;
 //! - only files, folders and symlinks (no hardlinks, devices, fifos, sparse or unknown entries);
-//! - no path appears twice;
-//! - no entry lies below a symlink or a file of the archive, and no symlink or file replaces a
-//!   folder that holds entries: extraction never goes through a symlink, and what `verify`
-//!   accepts, `extract` can write;
+//! - entries come in the order the writer (`tree::walk`) puts them: the archived folders in
+//!   their fixed order, each folder before its content, the names within a folder in byte order.
+//!   An archive in that order holds no path twice, no entry below a symlink or a file, and no
+//!   symlink or file in place of a folder that holds entries; so extraction never goes through a
+//!   symlink, and what `verify` accepts, `extract` can write. Checking it takes only the chain of
+//!   folders leading to the current entry: memory stays flat however many entries there are;
 //! - symlink targets are relative, and their `..` components only lead: `../../x` is judged
 //!   exactly from the link's own (real) folder, whereas `a/../..` could climb out through `a`
 //!   if `a` is itself a symlink, so it is refused rather than resolved on paper.
 
-use std::collections::HashSet;
-use std::hash::{BuildHasher, RandomState};
-
 use crate::archive_format::{EntryKind, MANIFEST_PATH, METADATA_PATH};
 use crate::strategy::WorkingFolder;
+
+use super::tree::ARCHIVED_FOLDERS;
 
 /// Normalizes a stored entry path, or says why it is refused.
 pub(crate) fn normalize_path(raw: &[u8]) -> Result<String, String> {
@@ -83,27 +84,26 @@ pub(crate) fn entry_kind(entry_type: tar::EntryType) -> Result<EntryKind, String
     }
 }
 
-/// Tracks the entries seen so far to refuse duplicates and any path through a symlink.
-///
-/// Paths are remembered as 64-bit hashes under a key drawn per archive, not as strings: a home of
-/// 300 000 entries would otherwise hold every path several times over. A collision could only
-/// refuse a sound archive (about one chance in 10⁸ at that size, and no archive can be built to
-/// cause one without the key), never admit an unsafe entry: a path that is there always matches.
+/// Admits the entries of an archive one by one, in order (see the module's rules).
 #[derive(Debug, Default)]
 pub(crate) struct EntryRules {
-    keys: RandomState,
-    paths: HashSet<u64>,
-    folders_in_use: HashSet<u64>,
-    symlinks: HashSet<u64>,
-    files: HashSet<u64>,
+    /// The entries leading to the last one admitted, outermost first; the last one itself ends
+    /// the chain, whatever its kind.
+    chain: Vec<Chained>,
+    /// Position in [`ARCHIVED_FOLDERS`] of the last top-level entry.
+    last_top: Option<usize>,
+}
+
+#[derive(Debug)]
+struct Chained {
+    path: String,
+    kind: EntryKind,
+    /// The name of its last entry admitted so far (folders only).
+    last_child: Option<String>,
 }
 
 impl EntryRules {
-    fn key(&self, path: &str) -> u64 {
-        self.keys.hash_one(path)
-    }
-
-    /// Admits one entry (path normalized), or says why it is refused.
+    /// Admits the next entry (path normalized), or says why it is refused.
     pub(crate) fn admit(&mut self, path: &str, kind: EntryKind, link: Option<&str>) -> Result<(), String> {
         if path.split('/').next() == Some(WorkingFolder::STATE) {
             return Err(format!(
@@ -111,45 +111,68 @@ impl EntryRules {
                 WorkingFolder::STATE
             ));
         }
-        for ancestor in ancestors(path) {
-            let key = self.key(ancestor);
-            if self.symlinks.contains(&key) {
-                return Err(format!("the path goes through the symlink `{ancestor}`"));
+        let (parent, name) = path.rsplit_once('/').unwrap_or(("", path));
+        // Whatever is not on the way to this entry was complete before it.
+        while self.chain.last().is_some_and(|last| !is_inside(parent, &last.path)) {
+            self.chain.pop();
+        }
+        match self.chain.last_mut() {
+            None if parent.is_empty() => self.admit_top(name)?,
+            None => return Err(format!("its folder `{parent}` is not in the archive before it")),
+            Some(last) if last.kind == EntryKind::Symlink => {
+                return Err(format!("the path goes through the symlink `{}`", last.path));
             }
-            if self.files.contains(&key) {
-                return Err(format!("the path goes below the file `{ancestor}`"));
+            Some(last) if last.kind == EntryKind::File => {
+                return Err(format!("the path goes below the file `{}`", last.path));
+            }
+            Some(last) if last.path != parent => {
+                return Err(format!("its folder `{parent}` is not in the archive before it"));
+            }
+            Some(folder) => {
+                match folder.last_child.as_deref() {
+                    Some(previous) if previous == name => {
+                        return Err("the path appears twice in the archive".to_owned());
+                    }
+                    Some(previous) if previous > name => {
+                        return Err(format!(
+                            "it comes after `{parent}/{previous}`: the entries of a folder are in name order"
+                        ));
+                    }
+                    _ => {}
+                }
+                folder.last_child = Some(name.to_owned());
             }
         }
-        let key = self.key(path);
-        if self.paths.contains(&key) {
-            return Err("the path appears twice in the archive".to_owned());
+        if kind == EntryKind::Symlink {
+            check_symlink_target(path, link.unwrap_or_default())?;
         }
-        match kind {
-            EntryKind::Dir => {}
-            EntryKind::File | EntryKind::Symlink if self.folders_in_use.contains(&key) => {
-                return Err("it would replace a folder that holds other entries".to_owned());
-            }
-            EntryKind::File => {
-                self.files.insert(key);
-            }
-            EntryKind::Symlink => {
-                check_symlink_target(path, link.unwrap_or_default())?;
-                self.symlinks.insert(key);
-            }
-        }
-        for ancestor in ancestors(path) {
-            if !self.folders_in_use.insert(self.key(ancestor)) {
-                break;
-            }
-        }
-        self.paths.insert(key);
+        self.chain.push(Chained { path: path.to_owned(), kind, last_child: None });
         Ok(())
+    }
+
+    /// A top-level entry: one of the archived folders, in their order, each once.
+    fn admit_top(&mut self, name: &str) -> Result<(), String> {
+        let Some(position) = ARCHIVED_FOLDERS.iter().position(|folder| *folder == name) else {
+            return Err(format!("a backup holds only {} at its top level", ARCHIVED_FOLDERS.join(", ")));
+        };
+        match self.last_top {
+            Some(last) if last == position => Err("the path appears twice in the archive".to_owned()),
+            Some(last) if last > position => Err(format!(
+                "it comes after `{}`: the archived folders are in the order {}",
+                ARCHIVED_FOLDERS[last],
+                ARCHIVED_FOLDERS.join(", ")
+            )),
+            _ => {
+                self.last_top = Some(position);
+                Ok(())
+            }
+        }
     }
 }
 
-/// `a/b/c` → `a/b`, `a`.
-fn ancestors(path: &str) -> impl Iterator<Item = &str> {
-    path.rmatch_indices('/').map(move |(i, _)| &path[..i])
+/// Whether `path` is `folder` or lies below it.
+pub(crate) fn is_inside(path: &str, folder: &str) -> bool {
+    path.strip_prefix(folder).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 #[cfg(test)]
@@ -176,18 +199,81 @@ mod tests {
     }
 
     #[test]
-    fn no_entry_goes_through_a_symlink() {
+    fn no_entry_goes_through_a_symlink_or_below_a_file() {
         let mut rules = EntryRules::default();
-        rules.admit("h", EntryKind::Dir, None).unwrap();
-        rules.admit("h/l", EntryKind::Symlink, Some("x")).unwrap();
-        assert!(rules.admit("h/l/f", EntryKind::File, None).is_err());
-        assert!(rules.admit("h/l", EntryKind::File, None).is_err());
-        rules.admit("h/d/f", EntryKind::File, None).unwrap();
-        assert!(rules.admit("h/d", EntryKind::Symlink, Some("x")).is_err());
-        rules.admit("h/f", EntryKind::File, None).unwrap();
-        assert!(rules.admit("h/f/g", EntryKind::File, None).is_err());
-        rules.admit("h/e/f", EntryKind::File, None).unwrap();
-        assert!(rules.admit("h/e", EntryKind::File, None).is_err());
+        let home = "bitbucket-home";
+        rules.admit(home, EntryKind::Dir, None).unwrap();
+        rules.admit("bitbucket-home/d", EntryKind::Dir, None).unwrap();
+        rules.admit("bitbucket-home/d/f", EntryKind::File, None).unwrap();
+        let refused = rules.admit("bitbucket-home/d/f/g", EntryKind::File, None).unwrap_err();
+        assert!(refused.contains("below the file"), "{refused}");
+        rules.admit("bitbucket-home/l", EntryKind::Symlink, Some("d")).unwrap();
+        let refused = rules.admit("bitbucket-home/l/f", EntryKind::File, None).unwrap_err();
+        assert!(refused.contains("through the symlink"), "{refused}");
+        let refused = rules.admit("bitbucket-home/l/x/y", EntryKind::File, None).unwrap_err();
+        assert!(refused.contains("through the symlink"), "{refused}");
         assert!(rules.admit(".bitbucket-diy/x", EntryKind::File, None).is_err());
+    }
+
+    #[test]
+    fn entries_come_in_the_writers_order_each_once() {
+        let cases: &[(&[(&str, EntryKind)], &str)] = &[
+            (
+                &[
+                    ("bitbucket-home", EntryKind::Dir),
+                    ("bitbucket-home/a", EntryKind::File),
+                    ("bitbucket-home/a", EntryKind::File),
+                ],
+                "twice",
+            ),
+            (
+                &[
+                    ("bitbucket-home", EntryKind::Dir),
+                    ("bitbucket-home/d", EntryKind::Dir),
+                    ("bitbucket-home/d/x", EntryKind::File),
+                    ("bitbucket-home/d", EntryKind::File),
+                ],
+                "twice",
+            ),
+            (
+                &[
+                    ("bitbucket-home", EntryKind::Dir),
+                    ("bitbucket-home/b", EntryKind::File),
+                    ("bitbucket-home/a", EntryKind::File),
+                ],
+                "name order",
+            ),
+            (
+                &[("bitbucket-home", EntryKind::Dir), ("bitbucket-home/d/x", EntryKind::File)],
+                "not in the archive before it",
+            ),
+            (&[("bitbucket-home/x", EntryKind::File)], "not in the archive before it"),
+            (&[("bitbucket-home", EntryKind::Dir), ("bitbucket-db", EntryKind::Dir)], "order"),
+            (&[("bitbucket-home", EntryKind::Dir), ("bitbucket-home", EntryKind::Dir)], "twice"),
+            (&[("stray", EntryKind::File)], "top level"),
+        ];
+        for (entries, reason) in cases {
+            let mut rules = EntryRules::default();
+            let (last, before) = entries.split_last().unwrap();
+            for (path, kind) in before {
+                rules.admit(path, *kind, None).unwrap();
+            }
+            let refused = rules.admit(last.0, last.1, None).expect_err(&format!("{entries:?} admitted"));
+            assert!(refused.contains(reason), "{entries:?}: {refused}");
+        }
+
+        let mut rules = EntryRules::default();
+        for (path, kind) in [
+            ("bitbucket-db", EntryKind::Dir),
+            ("bitbucket-db/x", EntryKind::File),
+            ("bitbucket-home", EntryKind::Dir),
+            ("bitbucket-home/a", EntryKind::Dir),
+            ("bitbucket-home/a/z", EntryKind::File),
+            ("bitbucket-home/a-b", EntryKind::File),
+            ("bitbucket-home/b", EntryKind::Dir),
+            ("bitbucket-data-stores", EntryKind::Dir),
+        ] {
+            rules.admit(path, kind, None).unwrap_or_else(|e| panic!("{path}: {e}"));
+        }
     }
 }

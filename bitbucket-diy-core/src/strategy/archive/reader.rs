@@ -6,7 +6,7 @@ use std::io::{self, BufReader, Read};
 use std::path::Path;
 
 use crate::archive_format::{
-    BackupMetadata, EntryKind, FORMAT_VERSION, MANIFEST_PATH, METADATA_PATH, Manifest, ManifestEntry,
+    BackupMetadata, EntryKind, FORMAT_VERSION, MANIFEST_PATH, METADATA_PATH, ManifestEntry, ManifestSummary,
 };
 use crate::events::Phase;
 use crate::strategy::{ArchiveError, StepContext};
@@ -104,20 +104,22 @@ pub(crate) trait EntrySink {
 pub(crate) struct Scanned {
     /// The first entry.
     pub metadata: BackupMetadata,
-    /// The last entry.
-    pub manifest: Manifest,
-    /// Bytes of file content.
-    pub bytes: u64,
+    /// The last entry's metadata, and the counts of the entries it lists.
+    pub manifest: ManifestSummary,
+    /// The entries found, equal to the ones listed.
+    pub found: FoundEntries,
 }
 
 /// Reads the archive at `path` to its end, admitting each entry by the rules, handing it to
-/// `sink`, and checking everything against the manifest. Progress follows the compressed file.
+/// `sink`, recording it in `found`, and checking everything against the manifest. Progress
+/// follows the compressed file.
 pub(crate) fn scan<C: Codec>(
     path: &Path,
     sealing: &Sealing,
     ctx: &StepContext,
     phase: Phase,
     sink: &mut dyn EntrySink,
+    found: FoundEntries,
 ) -> Result<Scanned, ArchiveError> {
     let file = File::open(path).map_err(|e| ArchiveError::io("opening", path, e))?;
     let size = file.metadata().map_err(|e| ArchiveError::io("reading", path, e))?.len();
@@ -125,7 +127,7 @@ pub(crate) fn scan<C: Codec>(
     let counted = CountingReader::new(file, path, progress);
     let encrypted = path.file_name().and_then(|n| n.to_str()).is_some_and(is_encrypted_name);
     let plain = sealing.open_reader(encrypted, BufReader::with_capacity(IO_BUFFER, counted), path)?;
-    scan_stream::<C>(plain, path, ctx, sink)
+    scan_stream::<C>(plain, path, ctx, sink, found)
 }
 
 /// Like [`scan`], over the archive's (decrypted) bytes from any source; `path` names the archive
@@ -135,6 +137,7 @@ pub(crate) fn scan_stream<C: Codec>(
     path: &Path,
     ctx: &StepContext,
     sink: &mut dyn EntrySink,
+    mut found: FoundEntries,
 ) -> Result<Scanned, ArchiveError> {
     let decoder = C::decoder(BufReader::with_capacity(IO_BUFFER, input)).map_err(|e| stream::read_error(path, e))?;
     let mut archive = tar::Archive::new(decoder);
@@ -146,8 +149,6 @@ pub(crate) fn scan_stream<C: Codec>(
     let corrupt = |reason: String| ArchiveError::Corrupt { archive: path.to_owned(), reason };
 
     let mut rules = EntryRules::default();
-    let mut found = FoundEntries::default();
-    let mut bytes = 0u64;
     let mut manifest: Option<CheckedManifest> = None;
     let metadata = {
         let mut entries = archive.entries().map_err(|e| stream::read_error(path, e))?;
@@ -175,7 +176,7 @@ pub(crate) fn scan_stream<C: Codec>(
                 // Nothing may follow the manifest: the rules' memory can go before it is parsed.
                 rules = EntryRules::default();
                 let declared = entry.size();
-                manifest = Some(manifest_check::read_and_check(path, (&mut entry).take(declared), &found)?);
+                manifest = Some(manifest_check::read_and_check(path, (&mut entry).take(declared), &mut found)?);
                 continue;
             }
             let kind = policy::entry_kind(entry_type).map_err(|reason| unsafe_entry(&shown, reason))?;
@@ -206,11 +207,10 @@ pub(crate) fn scan_stream<C: Codec>(
                 EntryKind::File => {
                     let size = entry.size();
                     let sha256 = sink.file(&name, mode, mtime, size, &mut entry)?;
-                    bytes += size;
                     ManifestEntry { path: name, kind, size, sha256: Some(sha256), link: None }
                 }
             };
-            found.push(recorded);
+            found.push(&recorded)?;
         }
         metadata
     };
@@ -221,34 +221,26 @@ pub(crate) fn scan_stream<C: Codec>(
 
     drop(rules);
     let checked = manifest.ok_or_else(|| ArchiveError::MissingManifest { archive: path.to_owned() })?;
-    check_metadata(path, &metadata, &checked.metadata)?;
-    if let Some(difference) = checked.difference {
-        return Err(ArchiveError::Mismatch {
-            archive: path.to_owned(),
-            entry: difference.entry,
-            reason: difference.reason,
-        });
-    }
+    let checked = require_match(path, &metadata, checked)?;
     // Every listed entry equals the one found at its place: the found ones are the manifest's.
-    let manifest = Manifest { metadata: checked.metadata, entries: found.into_vec() };
-    Ok(Scanned { metadata, manifest, bytes })
+    let manifest = found.summary(checked.metadata);
+    Ok(Scanned { metadata, manifest, found })
 }
 
 /// The metadata must equal the manifest's copy, and the entries found the manifest's, in order.
-pub(crate) fn check_against_manifest(
+pub(crate) fn require_match(
     archive: &Path,
     metadata: &BackupMetadata,
-    manifest: &Manifest,
-    found: &[ManifestEntry],
-) -> Result<(), ArchiveError> {
-    check_metadata(archive, metadata, &manifest.metadata)?;
-    match manifest.first_difference(found) {
+    checked: CheckedManifest,
+) -> Result<CheckedManifest, ArchiveError> {
+    check_metadata(archive, metadata, &checked.metadata)?;
+    match checked.difference {
         Some(difference) => Err(ArchiveError::Mismatch {
             archive: archive.to_owned(),
             entry: difference.entry,
             reason: difference.reason,
         }),
-        None => Ok(()),
+        None => Ok(checked),
     }
 }
 

@@ -8,10 +8,11 @@
 //!   `O_NOFOLLOW | O_DIRECTORY`: a symlink met on the way is an error, never followed;
 //! - files are created with `O_CREAT | O_EXCL | O_NOFOLLOW`: nothing existing is overwritten,
 //!   nothing is written through a link;
-//! - symlinks are created last, after every file and folder, so no entry can be written through
-//!   one;
-//! - folder modes and times are set last, deepest first, so a read-only folder still receives its
-//!   content and its time is not changed by it.
+//! - entries arrive in the order the rules ([`super::policy`]) admit, each folder before its
+//!   content: a folder is complete once an entry outside it arrives. Only then are its symlinks
+//!   created (no later entry can be written through one) and its mode and time set (a read-only
+//!   folder still receives its content, and its time is not changed by it). Memory holds only the
+//!   folders leading to the current entry, however many the archive has.
 //!
 //! On any failure the caller calls [`Extractor::abandon`], which removes everything written: the
 //! target was empty, and a half-extracted tree must not pass for a restore.
@@ -27,6 +28,7 @@ use sha2::{Digest, Sha256};
 
 use crate::strategy::ArchiveError;
 
+use super::policy::is_inside;
 use super::stream::{IO_BUFFER, Progress};
 
 /// Why copying an entry's data stopped.
@@ -114,11 +116,14 @@ struct DelayedSymlink {
     mtime: i64,
 }
 
+/// A folder written but not yet complete: its mode and time, and the symlinks it holds, wait
+/// until an entry outside it arrives.
 #[derive(Debug)]
-struct DelayedFolder {
+struct OpenFolder {
     path: String,
     mode: u32,
     mtime: i64,
+    symlinks: Vec<DelayedSymlink>,
 }
 
 /// Creates entries under one target folder.
@@ -130,8 +135,10 @@ pub(crate) struct Extractor {
     root: OwnedFd,
     /// The folder of the previous entry: consecutive entries mostly share it.
     parent_cache: Option<(String, OwnedFd)>,
-    symlinks: Vec<DelayedSymlink>,
-    folders: Vec<DelayedFolder>,
+    /// The folders leading to the last entry, outermost first.
+    open: Vec<OpenFolder>,
+    /// Symlinks outside any folder of the archive (at the top level), created last.
+    top_symlinks: Vec<DelayedSymlink>,
     buf: Vec<u8>,
 }
 
@@ -176,8 +183,8 @@ impl Extractor {
             created_target,
             root,
             parent_cache: None,
-            symlinks: Vec::new(),
-            folders: Vec::new(),
+            open: Vec::new(),
+            top_symlinks: Vec::new(),
             buf: vec![0; IO_BUFFER],
         })
     }
@@ -221,8 +228,30 @@ impl Extractor {
         }
     }
 
-    /// A folder entry. Its mode and time are applied by [`Self::finish`].
+    /// Completes the open folders `path` is not in: every entry of theirs has arrived.
+    fn arrive(&mut self, path: &str) -> Result<(), ArchiveError> {
+        while self.open.last().is_some_and(|folder| !is_inside(path, &folder.path)) {
+            if let Some(folder) = self.open.pop() {
+                self.complete(folder)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the symlinks of `folder`, then gives it its mode and time.
+    fn complete(&mut self, folder: OpenFolder) -> Result<(), ArchiveError> {
+        self.create_symlinks(&folder.symlinks)?;
+        let (parent, name) = split_parent(&folder.path);
+        let dir = self.parent_fd(&folder.path, parent)?;
+        let fd = rustix::fs::openat(dir, name, DIR_FLAGS, Mode::empty())
+            .map_err(|e| self.io_error(&folder.path, e.into()))?;
+        rustix::fs::fchmod(&fd, restored_mode(folder.mode)).map_err(|e| self.io_error(&folder.path, e.into()))?;
+        rustix::fs::futimens(&fd, &mtime_only(folder.mtime)).map_err(|e| self.io_error(&folder.path, e.into()))
+    }
+
+    /// A folder entry. Its mode and time are applied once it is complete.
     pub(crate) fn folder(&mut self, path: &str, mode: u32, mtime: i64) -> Result<(), ArchiveError> {
+        self.arrive(path)?;
         let (parent, name) = split_parent(path);
         let dir = self.parent_fd(path, parent)?;
         match rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o700)) {
@@ -237,7 +266,7 @@ impl Extractor {
             }
             Err(e) => return Err(self.io_error(path, e.into())),
         }
-        self.folders.push(DelayedFolder { path: path.to_owned(), mode, mtime });
+        self.open.push(OpenFolder { path: path.to_owned(), mode, mtime, symlinks: Vec::new() });
         Ok(())
     }
 
@@ -273,6 +302,7 @@ impl Extractor {
     /// Creates the regular file `path`, owner-only, for its content to be written: never over
     /// anything that exists, never through a symlink.
     pub(crate) fn create_file(&mut self, path: &str) -> Result<File, ArchiveError> {
+        self.arrive(path)?;
         let (parent, name) = split_parent(path);
         let dir = self.parent_fd(path, parent)?;
         let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
@@ -294,15 +324,30 @@ impl Extractor {
         self.io_error(entry, error)
     }
 
-    /// A symlink, created by [`Self::create_symlinks`] once every file is in place.
-    pub(crate) fn symlink(&mut self, path: &str, target: &str, mtime: i64) {
-        self.symlinks.push(DelayedSymlink { path: path.to_owned(), target: target.to_owned(), mtime });
+    /// A symlink, created once its folder is complete.
+    pub(crate) fn symlink(&mut self, path: &str, target: &str, mtime: i64) -> Result<(), ArchiveError> {
+        self.arrive(path)?;
+        let link = DelayedSymlink { path: path.to_owned(), target: target.to_owned(), mtime };
+        let (parent, _) = split_parent(path);
+        match self.open.last_mut() {
+            Some(folder) if folder.path == parent => folder.symlinks.push(link),
+            _ => self.top_symlinks.push(link),
+        }
+        Ok(())
     }
 
-    /// Creates the delayed symlinks.
-    pub(crate) fn create_symlinks(&mut self) -> Result<(), ArchiveError> {
-        let symlinks = std::mem::take(&mut self.symlinks);
-        for link in &symlinks {
+    /// Completes every open folder, deepest first, then creates the top-level symlinks: the
+    /// archive's entries are all written.
+    pub(crate) fn complete_all(&mut self) -> Result<(), ArchiveError> {
+        while let Some(folder) = self.open.pop() {
+            self.complete(folder)?;
+        }
+        let top = std::mem::take(&mut self.top_symlinks);
+        self.create_symlinks(&top)
+    }
+
+    fn create_symlinks(&mut self, symlinks: &[DelayedSymlink]) -> Result<(), ArchiveError> {
+        for link in symlinks {
             let (parent, name) = split_parent(&link.path);
             let dir = self.parent_fd(&link.path, parent)?;
             match rustix::fs::symlinkat(link.target.as_str(), dir, name) {
@@ -319,35 +364,44 @@ impl Extractor {
         Ok(())
     }
 
-    /// Writes one of bitbucket-diy's own files as pretty JSON, streamed (a manifest can be tens of
-    /// megabytes), owner-only.
+    /// Writes one of bitbucket-diy's own files as pretty JSON, owner-only.
     pub(crate) fn own_json(
         &mut self,
         path: &str,
         value: &impl serde::Serialize,
         mtime: i64,
     ) -> Result<(), ArchiveError> {
-        let file = self.create_file(path)?;
-        let mut out = io::BufWriter::with_capacity(IO_BUFFER, &file);
-        serde_json::to_writer_pretty(&mut out, value).map_err(|e| self.io_error(path, io::Error::other(e)))?;
-        out.flush().map_err(|e| self.io_error(path, e))?;
-        drop(out);
-        self.close_file(path, &file, 0o600, mtime)
+        self.own_file(path, mtime, |out, write_error| {
+            serde_json::to_writer_pretty(out, value).map_err(|e| write_error(io::Error::other(e)))
+        })
     }
 
-    /// Applies folder modes and times, deepest first, and releases the target.
+    /// Writes one of bitbucket-diy's own files, owner-only, through a buffer: `write` gets the
+    /// output and the way to name a write error.
+    pub(crate) fn own_file<T>(
+        &mut self,
+        path: &str,
+        mtime: i64,
+        write: impl FnOnce(&mut dyn Write, &dyn Fn(io::Error) -> ArchiveError) -> Result<T, ArchiveError>,
+    ) -> Result<T, ArchiveError> {
+        let file = self.create_file(path)?;
+        let mut out = io::BufWriter::with_capacity(IO_BUFFER, &file);
+        let written = write(&mut out, &|e| self.io_error(path, e))?;
+        out.flush().map_err(|e| self.io_error(path, e))?;
+        drop(out);
+        self.close_file(path, &file, 0o600, mtime)?;
+        Ok(written)
+    }
+
+    /// The folder extracted into.
+    pub(crate) fn target(&self) -> &Path {
+        &self.target
+    }
+
+    /// Completes what is still open and releases the target.
     pub(crate) fn finish(&mut self) -> Result<(), ArchiveError> {
-        let mut folders = std::mem::take(&mut self.folders);
-        folders.sort_by_key(|f| std::cmp::Reverse(f.path.matches('/').count()));
+        self.complete_all()?;
         self.parent_cache = None;
-        for folder in &folders {
-            let (parent, name) = split_parent(&folder.path);
-            let dir = self.parent_fd(&folder.path, parent)?;
-            let fd = rustix::fs::openat(dir, name, DIR_FLAGS, Mode::empty())
-                .map_err(|e| self.io_error(&folder.path, e.into()))?;
-            rustix::fs::fchmod(&fd, restored_mode(folder.mode)).map_err(|e| self.io_error(&folder.path, e.into()))?;
-            rustix::fs::futimens(&fd, &mtime_only(folder.mtime)).map_err(|e| self.io_error(&folder.path, e.into()))?;
-        }
         Ok(())
     }
 

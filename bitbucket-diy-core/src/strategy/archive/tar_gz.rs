@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 
-use crate::archive_format::{BackupMetadata, Manifest};
+use crate::archive_format::{BackupMetadata, ManifestSummary};
 use crate::strategy::{
     ArchiveError, ArchiveInfo, ArchiveStrategy, DatabaseExtracted, StepContext, VerifyReport, WorkingFolder,
 };
@@ -68,7 +68,12 @@ impl ArchiveStrategy for TarGzArchive {
         self.inner.verify(archive, ctx).await
     }
 
-    async fn extract(&self, archive: &ArchiveInfo, target: &Path, ctx: &StepContext) -> Result<Manifest, ArchiveError> {
+    async fn extract(
+        &self,
+        archive: &ArchiveInfo,
+        target: &Path,
+        ctx: &StepContext,
+    ) -> Result<ManifestSummary, ArchiveError> {
         self.inner.extract(archive, target, ctx, None).await
     }
 
@@ -78,7 +83,7 @@ impl ArchiveStrategy for TarGzArchive {
         target: &Path,
         ctx: &StepContext,
         database_extracted: DatabaseExtracted,
-    ) -> Result<Manifest, ArchiveError> {
+    ) -> Result<ManifestSummary, ArchiveError> {
         self.inner.extract(archive, target, ctx, Some(database_extracted)).await
     }
 }

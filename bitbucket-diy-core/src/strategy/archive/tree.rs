@@ -104,20 +104,8 @@ pub(crate) fn warn_if_nothing_to_archive(root: &Path, ctx: &StepContext) {
     }
 }
 
-/// What `walk` would visit: the regular files' bytes (for progress) and the entries.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct TreeTotals {
-    pub bytes: u64,
-    pub entries: usize,
-}
-
 /// Total size of the regular files `walk` would visit (for progress).
 pub(crate) fn total_file_bytes(root: &Path, ctx: &StepContext) -> Result<u64, ArchiveError> {
-    tree_totals(root, ctx).map(|totals| totals.bytes)
-}
-
-/// The files' bytes and the entries `walk` would visit.
-pub(crate) fn tree_totals(root: &Path, ctx: &StepContext) -> Result<TreeTotals, ArchiveError> {
     // A separate pass of lstat calls only: cheap next to reading the content, and it keeps memory
     // flat instead of holding every entry of a multi-million-file home.
     let quiet = StepContext::new(
@@ -126,15 +114,14 @@ pub(crate) fn tree_totals(root: &Path, ctx: &StepContext) -> Result<TreeTotals, 
         std::sync::Arc::new(crate::events::NoEvents),
         ctx.cancellation().clone(),
     );
-    let mut totals = TreeTotals { bytes: 0, entries: 0 };
+    let mut bytes = 0;
     walk(root, &quiet, |entry| {
         if entry.kind == EntryKind::File {
-            totals.bytes += entry.meta.len();
+            bytes += entry.meta.len();
         }
-        totals.entries += 1;
         Ok(())
     })?;
-    Ok(totals)
+    Ok(bytes)
 }
 
 /// Opens a regular file of the tree for reading without following a symlink that may have

@@ -1,6 +1,7 @@
 //! Streams a working folder into a tar stream: metadata first, the tree, the manifest last.
 
-use std::io::{Read, Seek, Write};
+use std::fs::File;
+use std::io::{BufWriter, Read, Seek, Write};
 use std::path::{Component, Path};
 use std::sync::{OnceLock, mpsc};
 
@@ -8,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use tar::{EntryType, Header, HeaderMode};
 
-use crate::archive_format::{BackupMetadata, EntryKind, MANIFEST_PATH, METADATA_PATH, Manifest, ManifestEntry};
+use crate::archive_format::{BackupMetadata, EntryKind, MANIFEST_PATH, METADATA_PATH, ManifestEntry, ManifestWriter};
 use crate::events::Phase;
 use crate::strategy::{ArchiveError, StepContext};
 
@@ -36,8 +37,7 @@ enum Item {
 }
 
 /// Writes the tar stream of the working folder at `root` into `out` and returns `out` (the tar
-/// end marker written, the compressor not finished) with the manifest. `archive` names the
-/// archive in errors.
+/// end marker written, the compressor not finished). `archive` names the archive in errors.
 ///
 /// Two threads: this one builds the tar stream and feeds the compressor; a reader walks the
 /// tree, reads each file once and hashes it, READ_AHEAD_CHUNKS ahead. Reading (often from a cold
@@ -48,7 +48,7 @@ pub(crate) fn write_tar<W: Write>(
     metadata: &BackupMetadata,
     archive: &Path,
     ctx: &StepContext,
-) -> Result<(W, Manifest), ArchiveError> {
+) -> Result<W, ArchiveError> {
     tree::warn_if_nothing_to_archive(root, ctx);
 
     let mut builder = tar::Builder::new(out);
@@ -63,33 +63,35 @@ pub(crate) fn write_tar<W: Write>(
     let metadata_json = serde_json::to_vec_pretty(metadata).map_err(|e| json_error(archive, e))?;
     append_own_file(&mut builder, METADATA_PATH, &metadata_json, mtime, archive)?;
 
+    // The manifest is written entry by entry into an unnamed temporary file in the working folder
+    // (local, ours; the archive may be a stream to object storage), then appended last: a home of
+    // 300 000 files has about 50 MB of manifest, which is never held in memory.
+    let spool = tempfile::tempfile_in(root).map_err(|e| write_error(archive, e))?;
+    let mut manifest = ManifestWriter::new(BufWriter::with_capacity(IO_BUFFER, spool), metadata)
+        .map_err(|e| write_error(archive, e))?;
+
     let (items, inbox) = mpsc::sync_channel::<Vec<Item>>(READ_AHEAD_BATCHES);
     let (spent, recycled) = mpsc::channel::<Vec<u8>>();
     // The total (for progress) is counted beside the reading, not before it: on a cold cache the
     // metadata walk alone takes about as long as reading the tree, and the two share its cost.
     let total = OnceLock::new();
-    let entries = std::thread::scope(|scope| {
+    std::thread::scope(|scope| {
         scope.spawn(|| {
-            if let Ok(totals) = tree::tree_totals(root, ctx) {
-                let _ = total.set(totals);
+            if let Ok(bytes) = tree::total_file_bytes(root, ctx) {
+                let _ = total.set(bytes);
             }
         });
         let total = &total;
         scope.spawn(move || read_tree(root, ctx, total, Outbox::new(items, BATCH_ITEMS), &recycled));
         let mut inbox = Inbox { rx: inbox, pending: std::collections::VecDeque::new() };
-        let written = write_entries(&mut builder, &mut inbox, &spent, total, archive, ctx);
+        let written = write_entries(&mut builder, &mut manifest, &mut inbox, &spent, archive, ctx);
         // Whatever happened here, the reader must not wait on a full channel forever.
         drop(inbox);
         written
     })?;
 
-    let manifest = Manifest { metadata: metadata.clone(), entries };
-    // Through an unnamed temporary file in the working folder (local, ours; the archive may be a
-    // stream to object storage): the JSON of a home of 300 000 files is about 50 MB, which would
-    // otherwise sit in memory beside the manifest itself.
-    let mut manifest_json = tempfile::tempfile_in(root).map_err(|e| write_error(archive, e))?;
-    serde_json::to_writer_pretty(std::io::BufWriter::with_capacity(IO_BUFFER, &mut manifest_json), &manifest)
-        .map_err(|e| json_error(archive, e))?;
+    let (spooled, _summary) = manifest.finish().map_err(|e| write_error(archive, e))?;
+    let mut manifest_json = spooled.into_inner().map_err(|e| write_error(archive, e.into_error()))?;
     let size = manifest_json.stream_position().map_err(|e| write_error(archive, e))?;
     manifest_json.rewind().map_err(|e| write_error(archive, e))?;
     append_own_data(
@@ -100,28 +102,27 @@ pub(crate) fn write_tar<W: Write>(
         mtime,
         archive,
     )?;
-    let out = builder.into_inner().map_err(|e| write_error(archive, e))?;
-    Ok((out, manifest))
+    builder.into_inner().map_err(|e| write_error(archive, e))
 }
 
 /// The reading thread: every entry of the tree in order, files as hashed chunks.
 fn read_tree(
     root: &Path,
     ctx: &StepContext,
-    total: &OnceLock<tree::TreeTotals>,
+    total: &OnceLock<u64>,
     mut items: Outbox<Item>,
     recycled: &mpsc::Receiver<Vec<u8>>,
 ) {
-    let mut progress = Progress::start(ctx, Phase::Archive, total.get().map(|t| t.bytes));
+    let mut progress = Progress::start(ctx, Phase::Archive, total.get().copied());
     // A send fails only when the writer gave up; its error is the one reported.
     let walked = tree::walk(root, ctx, |entry| {
         let file = (entry.kind == EntryKind::File).then(|| (entry.abs.clone(), entry.meta.len()));
         items.push(Item::Entry(entry), 0)?;
         if let Some((path, size)) = file {
             if !progress.has_total()
-                && let Some(totals) = total.get()
+                && let Some(&bytes) = total.get()
             {
-                progress.set_total(totals.bytes);
+                progress.set_total(bytes);
             }
             let sha256 = read_file(&path, size, &mut progress, &mut items, recycled)?;
             items.push(Item::FileEnd(sha256), 0)?;
@@ -206,24 +207,17 @@ fn changed_size(path: &Path, size: u64) -> ArchiveError {
     )
 }
 
-/// The writing side: tar headers and content in the order the reader sends them.
+/// The writing side: tar headers and content in the order the reader sends them, and each
+/// entry into the manifest.
 fn write_entries<W: Write>(
     builder: &mut tar::Builder<W>,
+    manifest: &mut ManifestWriter<BufWriter<File>>,
     inbox: &mut Inbox,
     spent: &mpsc::Sender<Vec<u8>>,
-    total: &OnceLock<tree::TreeTotals>,
     archive: &Path,
     ctx: &StepContext,
-) -> Result<Vec<ManifestEntry>, ArchiveError> {
-    let mut entries = Vec::new();
-    let mut reserved = false;
+) -> Result<(), ArchiveError> {
     loop {
-        // Once the counting walk knows how many entries there are, one allocation holds them all
-        // (growing by doubling would leave up to half of it unused).
-        if !reserved && let Some(totals) = total.get() {
-            entries.reserve_exact(totals.entries.saturating_sub(entries.len()));
-            reserved = true;
-        }
         let entry = match inbox.recv() {
             Some(Item::Entry(entry)) => entry,
             Some(Item::Failed(e)) => return Err(e),
@@ -231,9 +225,10 @@ fn write_entries<W: Write>(
                 return Err(write_error(archive, std::io::Error::other("archive reader out of step")));
             }
             // The reader finished the tree.
-            None => return Ok(entries),
+            None => return Ok(()),
         };
-        entries.push(append_entry(builder, entry, inbox, spent, archive, ctx)?);
+        let recorded = append_entry(builder, entry, inbox, spent, archive, ctx)?;
+        manifest.push(&recorded).map_err(|e| write_error(archive, e))?;
     }
 }
 

@@ -36,7 +36,7 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use super::TestResult;
-use crate::archive_format::{BackupMetadata, EntryKind, FORMAT_VERSION, StrategyRecord};
+use crate::archive_format::{BackupMetadata, EntryKind, FORMAT_VERSION, MANIFEST_PATH, Manifest, StrategyRecord};
 use crate::backup_id::BackupId;
 use crate::events::{Event, EventSink, Phase, RecordedEvents};
 use crate::strategy::{ArchiveError, ArchiveInfo, ArchiveStrategy, StepContext, WorkingFolder};
@@ -337,21 +337,31 @@ pub async fn roundtrip(archive: &dyn ArchiveStrategy, scratch: &Path) -> TestRes
     }
 
     let report = archive.verify(&info, &ctx).await.map_err(|e| format!("verify: {}", display_error(&e)))?;
-    let manifest = &report.manifest;
-    ensure!(manifest.metadata == metadata, "the manifest's metadata differs from what was written");
-    ensure!(
-        report.entries == manifest.entries.len() as u64,
-        "verify counted {} entries, the manifest lists {}",
-        report.entries,
-        manifest.entries.len()
-    );
-    ensure!(
-        report.bytes == manifest.total_bytes(),
-        "verify hashed {} bytes, the manifest lists {}",
-        report.bytes,
-        manifest.total_bytes()
-    );
+    let summary = &report.manifest;
+    ensure!(summary.metadata == metadata, "the manifest's metadata differs from what was written");
     let source = tree_snapshot(working.root())?;
+    let source_bytes: u64 =
+        source.values().map(|node| if let TreeNode::File { size, .. } = node { *size } else { 0 }).sum();
+    ensure!(
+        report.entries == source.len() as u64 && summary.entries == report.entries,
+        "verify counted {} entries (summary: {}), the source has {}",
+        report.entries,
+        summary.entries,
+        source.len()
+    );
+    ensure!(
+        report.bytes == source_bytes && summary.bytes == report.bytes,
+        "verify hashed {} bytes (summary: {}), the source has {source_bytes}",
+        report.bytes,
+        summary.bytes
+    );
+
+    let target = scratch.join("restore");
+    let extracted =
+        archive.extract(&info, &target, &ctx).await.map_err(|e| format!("extract: {}", display_error(&e)))?;
+    ensure!(&extracted == summary, "extract returned a summary different from verify's");
+    let manifest = extracted_manifest(&target)?;
+    ensure!(manifest.metadata == metadata, "the extracted manifest's metadata differs from what was written");
     ensure!(
         manifest.entries.len() == source.len(),
         "the manifest lists {} entries, the source has {}",
@@ -388,11 +398,6 @@ pub async fn roundtrip(archive: &dyn ArchiveStrategy, scratch: &Path) -> TestRes
             }
         }
     }
-
-    let target = scratch.join("restore");
-    let extracted =
-        archive.extract(&info, &target, &ctx).await.map_err(|e| format!("extract: {}", display_error(&e)))?;
-    ensure!(&extracted == manifest, "extract returned a manifest different from verify's");
     compare_trees(working.root(), &target)?;
     ensure!(!target.join(".bitbucket-diy/run.lock").exists(), "the working folder's state folder was restored");
     ensure!(!target.join("stray.txt").exists(), "a file outside the three backed-up folders was restored");
@@ -408,6 +413,13 @@ pub async fn roundtrip(archive: &dyn ArchiveStrategy, scratch: &Path) -> TestRes
     Ok(())
 }
 
+/// The manifest an extraction wrote into `target`, read whole.
+pub fn extracted_manifest(target: &Path) -> Result<Manifest, String> {
+    let path = target.join(MANIFEST_PATH);
+    let json = fs::read(&path).map_err(|e| format!("the extraction wrote no manifest at {}: {e}", path.display()))?;
+    serde_json::from_slice(&json).map_err(|e| format!("the extracted manifest {} is invalid: {e}", path.display()))
+}
+
 /// Symlinks (to a file, to a folder, dangling) come back as the same symlinks: not followed on
 /// write (nothing archived below a folder link), not replaced by copies on extract.
 pub async fn symlinks_stored_not_followed(archive: &dyn ArchiveStrategy, scratch: &Path) -> TestResult {
@@ -417,14 +429,17 @@ pub async fn symlinks_stored_not_followed(archive: &dyn ArchiveStrategy, scratch
     let (ctx, _events) = recorded_context(&working, id)?;
     let metadata = sample_metadata(id, jiff::Timestamp::now())?;
     let info = archive.write(&working, &metadata, &ctx).await.map_err(|e| format!("write: {}", display_error(&e)))?;
-    let report = archive.verify(&info, &ctx).await.map_err(|e| format!("verify: {}", display_error(&e)))?;
+    archive.verify(&info, &ctx).await.map_err(|e| format!("verify: {}", display_error(&e)))?;
+    let target = scratch.join("restore");
+    archive.extract(&info, &target, &ctx).await.map_err(|e| format!("extract: {}", display_error(&e)))?;
+    let manifest = extracted_manifest(&target)?;
     let links = [
         ("bitbucket-home/links/to-file", "../shared/bitbucket.properties"),
         ("bitbucket-home/links/to-folder", "../shared"),
         ("bitbucket-home/links/dangling", "../missing"),
     ];
     for (path, target) in links {
-        let entry = report.manifest.entries.iter().find(|e| e.path == path);
+        let entry = manifest.entries.iter().find(|e| e.path == path);
         ensure!(
             entry.is_some_and(|e| e.kind == EntryKind::Symlink
                 && e.link.as_deref() == Some(target)
@@ -432,11 +447,9 @@ pub async fn symlinks_stored_not_followed(archive: &dyn ArchiveStrategy, scratch
             "the manifest records {path} as {entry:?}, expected a symlink to {target}"
         );
     }
-    let below_link = report.manifest.entries.iter().find(|e| e.path.starts_with("bitbucket-home/links/to-folder/"));
+    let below_link = manifest.entries.iter().find(|e| e.path.starts_with("bitbucket-home/links/to-folder/"));
     ensure!(below_link.is_none(), "the folder symlink was followed: {below_link:?} was archived");
 
-    let target = scratch.join("restore");
-    archive.extract(&info, &target, &ctx).await.map_err(|e| format!("extract: {}", display_error(&e)))?;
     for (path, expected) in links {
         let restored = target.join(path);
         let meta = fs::symlink_metadata(&restored).map_err(|e| format!("{path} was not restored: {e}"))?;

@@ -31,13 +31,14 @@ use futures_util::StreamExt;
 use object_store::{ObjectStoreExt, PutPayload};
 use tokio::sync::mpsc;
 
-use crate::archive_format::{BackupMetadata, Manifest};
+use crate::archive_format::{BackupMetadata, ManifestSummary};
 use crate::events::Phase;
 use crate::strategy::{ArchiveError, ArchiveInfo, ArchiveStrategy, StepContext, VerifyReport, WorkingFolder};
 
 use super::codec::{Codec, Zstd};
 use super::extract_pipeline;
 use super::file_archive::{Staged, finish_extraction, sort_newest_first};
+use super::manifest_check::FoundEntries;
 use super::reader::{self, Scanned, VerifySink};
 use super::receipt::{self, Receipt};
 use super::safe_extract::Extractor;
@@ -447,19 +448,22 @@ impl ArchiveStrategy for RemoteArchive {
             ctx,
             Phase::Verify,
             |shown| Ok(VerifySink::new(shown)),
-            |sink, plain, shown, ctx| reader::scan_stream::<Zstd>(plain, shown, ctx, sink),
+            |sink, plain, shown, ctx| {
+                let found = FoundEntries::for_verify(ctx)?;
+                reader::scan_stream::<Zstd>(plain, shown, ctx, sink, found)
+            },
             |_sink, _shown, scanned| scanned,
         )
         .await
-        .map(|scanned| VerifyReport {
-            path: archive.path.clone(),
-            entries: scanned.manifest.entries.len() as u64,
-            bytes: scanned.bytes,
-            manifest: scanned.manifest,
-        })
+        .map(|scanned| VerifyReport::of(archive.path.clone(), scanned.manifest))
     }
 
-    async fn extract(&self, archive: &ArchiveInfo, target: &Path, ctx: &StepContext) -> Result<Manifest, ArchiveError> {
+    async fn extract(
+        &self,
+        archive: &ArchiveInfo,
+        target: &Path,
+        ctx: &StepContext,
+    ) -> Result<ManifestSummary, ArchiveError> {
         let target = target.to_owned();
         self.scan_remote(
             archive,
@@ -467,14 +471,15 @@ impl ArchiveStrategy for RemoteArchive {
             Phase::Extract,
             move |shown| Extractor::prepare(shown, &target),
             |extractor, plain, shown, ctx| {
+                let found = FoundEntries::new_in(extractor.target())?;
                 extract_pipeline::extract_with(shown, extractor, None, |sink| {
-                    reader::scan_stream::<Zstd>(plain, shown, ctx, sink)
+                    reader::scan_stream::<Zstd>(plain, shown, ctx, sink, found)
                 })
                 .0
             },
             |mut extractor, _shown, scanned| {
-                let extracted = scanned.and_then(|scanned| {
-                    finish_extraction(&mut extractor, &scanned.metadata, scanned.manifest)
+                let extracted = scanned.and_then(|mut scanned| {
+                    finish_extraction(&mut extractor, &scanned.metadata, scanned.found.replay()?)
                         .and_then(|manifest| extractor.finish().map(|()| manifest))
                 });
                 if extracted.is_err() {
