@@ -1,7 +1,7 @@
 //! Times the archive step alone on an existing working folder, for profiling:
 //!
 //! ```text
-//! cargo run --release -p bitbucket-diy-core --example archive_bench -- WORKING_FOLDER ARCHIVE_FOLDER [LEVEL [THREADS]]
+//! cargo run --release -p bitbucket-diy-core --features testing --example archive_bench -- WORKING_FOLDER ARCHIVE_FOLDER [LEVEL [THREADS]]
 //! ```
 //!
 //! With `EXTRACT_TO=<empty or missing folder>` it then times the extraction of that archive too.
@@ -10,9 +10,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bitbucket_diy_core::archive_format::{BackupMetadata, FORMAT_VERSION, StrategyRecord};
 use bitbucket_diy_core::events::NoEvents;
 use bitbucket_diy_core::strategy::archive::TarZstdArchive;
+use bitbucket_diy_core::strategy::conformance::archive::sample_metadata;
 use bitbucket_diy_core::strategy::{ArchiveStrategy, StepContext, WorkingFolder};
 use tokio_util::sync::CancellationToken;
 
@@ -24,19 +24,7 @@ async fn main() {
     let threads = args.get(3).map_or(0, |t| t.parse().unwrap());
     let archive = TarZstdArchive::new(args[1].clone().into(), level, threads);
     let id = format!("bench-{}", std::process::id());
-    let metadata = BackupMetadata {
-        format_version: FORMAT_VERSION,
-        id: id.parse().unwrap(),
-        created_at: jiff::Timestamp::now(),
-        tool_version: "bench".into(),
-        bitbucket_version: None,
-        instance_url: None,
-        zero_downtime: false,
-        lock_window: None,
-        database: StrategyRecord::default(),
-        filesystem: StrategyRecord::default(),
-        data_stores: Vec::new(),
-    };
+    let metadata = sample_metadata(&id, jiff::Timestamp::now()).unwrap();
     let ctx = StepContext::new(id.parse().unwrap(), working.clone(), Arc::new(NoEvents), CancellationToken::new());
     let start = Instant::now();
     let info = archive.write(&working, &metadata, &ctx).await.unwrap();
