@@ -140,15 +140,14 @@ impl NoArchive {
         found: &mut FoundEntries,
     ) -> Result<ManifestSummary, ArchiveError> {
         let checked = manifest_check::read_and_check(self.root(), manifest, found)?;
-        let checked = require_match(self.root(), metadata, checked)?;
-        Ok(found.summary(checked.metadata))
+        require_match(self.root(), metadata, checked, found)
     }
 
     fn verify_blocking(&self, ctx: &StepContext) -> Result<VerifyReport, ArchiveError> {
         let Marked { metadata, listed, manifest } = self.require_marker()?;
         let mut progress = Progress::start(ctx, Phase::Verify, Some(listed.bytes));
         let mut rules = EntryRules::default();
-        let mut found = FoundEntries::new_in(self.root())?;
+        let mut found = FoundEntries::for_verify(ctx)?;
         tree::walk(self.root(), ctx, |entry| {
             self.admit(&mut rules, &entry)?;
             found.push(&hash_entry(&entry, &mut progress)?)
@@ -157,6 +156,7 @@ impl NoArchive {
         let summary = self.check(&metadata, manifest, &mut found)?;
         Ok(VerifyReport::of(self.root().to_owned(), summary))
     }
+
     fn admit(&self, rules: &mut EntryRules, entry: &TreeEntry) -> Result<(), ArchiveError> {
         rules.admit(&entry.rel, entry.kind, entry.link.as_deref()).map_err(|reason| ArchiveError::UnsafeEntry {
             archive: self.root().to_owned(),

@@ -221,18 +221,18 @@ pub(crate) fn scan_stream<C: Codec>(
 
     drop(rules);
     let checked = manifest.ok_or_else(|| ArchiveError::MissingManifest { archive: path.to_owned() })?;
-    let checked = require_match(path, &metadata, checked)?;
-    // Every listed entry equals the one found at its place: the found ones are the manifest's.
-    let manifest = found.summary(checked.metadata);
+    let manifest = require_match(path, &metadata, checked, &found)?;
     Ok(Scanned { metadata, manifest, found })
 }
 
-/// The metadata must equal the manifest's copy, and the entries found the manifest's, in order.
+/// The metadata must equal the manifest's copy, and the entries found the manifest's, in order;
+/// then the found entries *are* the manifest's, and their summary is returned.
 pub(crate) fn require_match(
     archive: &Path,
     metadata: &BackupMetadata,
     checked: CheckedManifest,
-) -> Result<CheckedManifest, ArchiveError> {
+    found: &FoundEntries,
+) -> Result<ManifestSummary, ArchiveError> {
     check_metadata(archive, metadata, &checked.metadata)?;
     match checked.difference {
         Some(difference) => Err(ArchiveError::Mismatch {
@@ -240,7 +240,7 @@ pub(crate) fn require_match(
             entry: difference.entry,
             reason: difference.reason,
         }),
-        None => Ok(checked),
+        None => Ok(found.summary(checked.metadata)),
     }
 }
 
